@@ -1,0 +1,24 @@
+"""Prometheus metrics of the Atom, on a registry of its own (served at GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EXECUTIONS = Counter("atom_executions_total", "Executions finished, by process and status",
+                     ["process", "status"], registry=REGISTRY)
+EXECUTION_SECONDS = Histogram("atom_execution_duration_seconds", "Execution wall time", ["process"],
+                              registry=REGISTRY,
+                              buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+IN_FLIGHT = Gauge("atom_executions_in_flight", "Executions running now", ["process"], registry=REGISTRY)
+DOCUMENTS = Counter("atom_documents_total", "Documents in and out of executions", ["process", "direction"],
+                    registry=REGISTRY)
+REQUESTS = Counter("atom_http_requests_total", "HTTP requests served, by route kind and status",
+                   ["route", "status"], registry=REGISTRY)
+CONNECTOR_CALLS = Counter("atom_connector_calls_total", "Connector calls, by connection and outcome",
+                          ["connection", "outcome"], registry=REGISTRY)
+CONNECTOR_RETRIES = Counter("atom_connector_retries_total", "Connector retries", ["connection"],
+                            registry=REGISTRY)
+CIRCUIT_STATE = Gauge("atom_circuit_breaker_state", "Circuit breaker state per connection "
+                      "(0 closed, 1 half-open, 2 open)", ["connection"], registry=REGISTRY)
