@@ -1,0 +1,403 @@
+"""The execution engine: runs process graphs over batches of documents.
+
+An `Engine` holds the current `Deployment` (swapped atomically on redeploy; an execution keeps the
+process definition it started with), the shared connections (started lazily, stopped in `stop()`),
+runtime caches, and an optional `Recorder` that persists executions (the runtime's store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import metrics
+from .connector import Connector, OperationContext
+from .document import Document
+from .errors import DocumentError, ExecutionAbort, StopExecution
+from .expressions import ENV_VIEW
+from .model import ConnectionDef, Deployment, ProcessDef
+from .shapes import END, Shape
+from .shapes.calls import DocCache
+
+log = logging.getLogger("atom.engine")
+
+STATUSES = ("INPROCESS", "COMPLETE", "COMPLETE_WARN", "ERROR", "ABORTED", "DISCARDED")
+EXECUTION_TYPES = ("exec_listener", "exec_manual", "exec_sched", "sub_process", "test_manual", "retry_manual")
+
+
+def new_execution_id(when: dt.datetime | None = None) -> str:
+    """`execution-<uuid>-<yyyy.MM.dd>` (Boomi's format)."""
+    when = when or dt.datetime.now(dt.timezone.utc)
+    return f"execution-{uuid.uuid4()}-{when:%Y.%m.%d}"
+
+
+@dataclass(slots=True)
+class LogEntry:
+    time: float
+    level: str
+    shape: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": dt.datetime.fromtimestamp(self.time, dt.timezone.utc).isoformat(),
+                "level": self.level.upper(), "shape": self.shape, "message": self.message}
+
+
+class Recorder(Protocol):
+    """Receives execution lifecycle events (the runtime's store implements it)."""
+
+    async def execution_started(self, ex: Execution) -> None: ...
+
+    async def execution_finished(self, ex: Execution) -> None: ...
+
+
+class ShapeStats:
+    __slots__ = ("docs_in", "docs_out", "errors", "runs", "seconds")
+
+    def __init__(self) -> None:
+        self.runs = self.docs_in = self.docs_out = self.errors = 0
+        self.seconds = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": self.runs, "documentsIn": self.docs_in, "documentsOut": self.docs_out,
+                "errors": self.errors, "ms": round(self.seconds * 1000, 3)}
+
+
+class Execution:
+    """One run of a process. Fields follow Boomi's execution record (see `record()`)."""
+
+    def __init__(self, engine: Engine, process: ProcessDef, *, execution_type: str = "exec_manual",
+                 properties: Mapping[str, str] | None = None, parent: Execution | None = None,
+                 execution_id: str | None = None, debug: bool = False,
+                 mocks: Mapping[str, Any] | None = None) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        self.engine = engine
+        self.process = process
+        self.id = execution_id or new_execution_id(now)
+        self.execution_type = execution_type
+        self.status = "INPROCESS"
+        self.start_time = now
+        self._t0 = time.perf_counter()
+        self.duration_ms = 0
+        self.message = ""
+        self.parent_id = parent.id if parent else None
+        self.top_level_id = parent.top_level_id if parent else self.id
+        self.properties: dict[str, str] = {**process.properties, **(properties or {})}
+        self.debug = debug
+        self.mocks = mocks or {}
+        self.inputs: list[Document] = []
+        self.returned: list[Document] = []
+        self.errors: list[str] = []
+        self.error_documents: list[Document] = []
+        self.logs: list[LogEntry] = []
+        self.shape_stats: dict[str, ShapeStats] = {}
+        self.warned = False
+        self.inbound_error_count = 0
+        #: (scope id, index) -> message for documents that failed inside a branch or try scope
+        self.failed: dict[tuple[int, int], str] = {}
+        self.catching: set[int] = set()
+        self._scope_seq = 0
+        self._caches: dict[str, DocCache] = {}
+        self._info = {"id": self.id, "process": process.name, "start": now.isoformat(),
+                      "type": execution_type}
+        self.done = asyncio.Event() if _has_loop() else None
+        #: filled by the runtime: the HTTP response of a listener execution
+        self.response: Any = None
+
+    # -------------------------------------------------------------------------------- services
+    @property
+    def keeps_documents(self) -> bool:
+        return self.process.mode == "general" or self.debug
+
+    @property
+    def keeps_record(self) -> bool:
+        return self.process.mode != "low_latency" or self.debug
+
+    def scope(self, doc: Document | None = None) -> dict[str, Any]:
+        return {"doc": doc, "process": self.properties, "execution": self._info, "env": ENV_VIEW}
+
+    def log(self, level: str, message: str, shape: str = "") -> None:
+        self.logs.append(LogEntry(time.time(), level, shape, message))
+        if level == "error":
+            log.debug("%s %s: %s", self.id, shape, message)
+
+    def new_scope(self) -> int:
+        self._scope_seq += 1
+        return self._scope_seq
+
+    def cache_for(self, name: str, scope: str) -> DocCache:
+        if scope == "runtime":
+            return self.engine.runtime_cache(name)
+        c = self._caches.get(name)
+        if c is None:
+            c = self._caches[name] = DocCache()
+        return c
+
+    async def call_connector(self, connection: str, action: str, op: Mapping[str, Any],
+                             docs: list[Document], shape_id: str) -> list[Document]:
+        conn = await self.engine.connection(connection)
+        ctx = OperationContext(self, shape_id)
+        fn = conn.get if action == "get" else conn.send
+        try:
+            return await fn(op, docs, ctx)
+        except DocumentError as exc:
+            msg = f"connector '{shape_id}' ({connection}): {exc}"
+        except NotImplementedError as exc:
+            msg = f"connector '{shape_id}' ({connection}): {exc}"
+        except Exception as exc:
+            log.exception("connector %s failed", connection)
+            msg = f"connector '{shape_id}' ({connection}): {type(exc).__name__}: {exc}"
+        return [d.fail(msg) for d in docs] if docs else [Document().fail(msg)]
+
+    # -------------------------------------------------------------------------------- running
+    async def run_path(self, shape_id: str | None, docs: list[Document]) -> None:
+        """Run the graph from `shape_id` with `docs`, depth-first, to the end of every path."""
+        if not shape_id or shape_id == END or not docs:
+            return
+        shape: Shape = self.process.shapes[shape_id]
+        stats = self.shape_stats.get(shape_id)
+        if stats is None:
+            stats = self.shape_stats[shape_id] = ShapeStats()
+        stats.runs += 1
+        stats.docs_in += len(docs)
+        t0 = time.perf_counter()
+        mock = self.mocks.get(shape_id)
+        try:
+            if mock is not None:
+                outputs = [(shape.next, mock(docs))]
+            else:
+                outputs = await shape.run(docs, self)
+        except (ExecutionAbort, StopExecution):
+            stats.seconds += time.perf_counter() - t0
+            raise
+        except DocumentError as exc:
+            outputs = [(None, [d.fail(f"{shape.kind} '{shape_id}': {exc}") for d in docs])]
+        except Exception as exc:  # a bug in a shape fails its documents, never the runtime
+            log.error("shape %s failed:\n%s", shape_id, traceback.format_exc())
+            outputs = [(None, [d.fail(f"{shape.kind} '{shape_id}': internal error: {type(exc).__name__}: "
+                                      f"{exc}") for d in docs])]
+        stats.seconds += time.perf_counter() - t0
+        for target, out in outputs:
+            good: list[Document] = []
+            for d in out:
+                if d.error is not None:
+                    stats.errors += 1
+                    self._document_failed(d, shape_id)
+                else:
+                    good.append(d)
+            stats.docs_out += len(good)
+            if target and target != END and good:
+                await self.run_path(target, good)
+
+    def _document_failed(self, doc: Document, shape_id: str) -> None:
+        msg = doc.error or "failed"
+        caught = False
+        for sid, i in reversed(doc.trace):
+            if sid in self.catching:
+                self.failed.setdefault((sid, i), msg)
+                caught = True
+                break
+            self.failed.setdefault((sid, i), msg)
+        self.log("error", msg, shape_id)
+        if not caught:
+            self.errors.append(msg)
+            self.error_documents.append(doc)
+
+    async def _start_documents(self) -> list[Document]:
+        start = self.process.start
+        if start.kind == "connector" and not self.inputs:
+            cfg = start.config
+            docs = await self.call_connector(cfg["connection"], "get", cfg["operation"], [], "start")
+            bad = [d for d in docs if d.error]
+            for d in bad:
+                self._document_failed(d, "start")
+            return [d for d in docs if not d.error]
+        return self.inputs
+
+    async def run(self) -> Execution:
+        """Run to completion; never raises for process errors (they become status and message)."""
+        name = self.process.name
+        metrics.IN_FLIGHT.labels(name).inc()
+        try:
+            docs = await self._start_documents()
+            await self.run_path(self.process.first, docs)
+            if self.errors:
+                self.status = "ERROR"
+                more = f" (and {len(self.errors) - 1} more document error(s))" if len(self.errors) > 1 else ""
+                self.message = self.errors[0] + more
+            else:
+                self.status = "COMPLETE_WARN" if self.warned else "COMPLETE"
+        except StopExecution as exc:
+            self.status = "COMPLETE_WARN" if self.errors or self.warned else "COMPLETE"
+            self.log("info", str(exc))
+        except ExecutionAbort as exc:
+            self.status, self.message = "ERROR", str(exc)
+            self.log("error", str(exc))
+        except asyncio.CancelledError:
+            self.status, self.message = "ABORTED", "execution cancelled"
+            raise
+        except Exception as exc:
+            log.error("execution %s failed:\n%s", self.id, traceback.format_exc())
+            self.status, self.message = "ERROR", f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            self.duration_ms = int((time.perf_counter() - self._t0) * 1000)
+            metrics.IN_FLIGHT.labels(name).dec()
+            metrics.EXECUTIONS.labels(name, self.status).inc()
+            metrics.EXECUTION_SECONDS.labels(name).observe(time.perf_counter() - self._t0)
+            if self.done is not None:
+                self.done.set()
+        return self
+
+    # -------------------------------------------------------------------------------- record
+    @property
+    def finished(self) -> bool:
+        return self.status != "INPROCESS"
+
+    def record(self) -> dict[str, Any]:
+        """The execution record, with Boomi's field names."""
+        inputs = self.inputs
+        return {
+            "executionId": self.id,
+            "processName": self.process.name,
+            "processVersion": self.process.version,
+            "executionType": self.execution_type,
+            "status": self.status,
+            "executionTime": self.start_time.isoformat().replace("+00:00", "Z"),
+            "executionDuration": self.duration_ms,
+            "inboundDocumentCount": len(inputs),
+            "inboundErrorDocumentCount": self.inbound_error_count,
+            "outboundDocumentCount": len(self.returned),
+            "inboundDocumentSize": sum(len(d.data) for d in inputs),
+            "outboundDocumentSize": sum(len(d.data) for d in self.returned),
+            "message": self.message,
+            "parentExecutionId": self.parent_id,
+            "topLevelExecutionId": self.top_level_id,
+            "atomName": self.engine.atom_name,
+            "nodeId": self.engine.node_id,
+            "mode": self.process.mode,
+            "errorDocumentCount": len(self.error_documents),
+        }
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+class Engine:
+    """Runs processes of the current deployment. Shared by the CLI, the runtime and tests."""
+
+    def __init__(self, deployment: Deployment, *, recorder: Recorder | None = None,
+                 atom_name: str = "atom", node_id: str | None = None) -> None:
+        self.deployment = deployment
+        self.recorder = recorder
+        self.atom_name = atom_name
+        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._connections: dict[str, tuple[ConnectionDef, Connector]] = {}
+        self._retired: list[Connector] = []
+        self._conn_locks: dict[str, asyncio.Lock] = {}
+        self._runtime_caches: dict[str, DocCache] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.running: dict[str, Execution] = {}
+
+    # -------------------------------------------------------------------------------- deployment
+    def deploy(self, deployment: Deployment) -> None:
+        """Swap in a new deployment. Connections whose definition changed are rebuilt on next use;
+        the old instances are stopped when the engine stops (in-flight executions may hold them)."""
+        for name, (cdef, conn) in list(self._connections.items()):
+            new = deployment.connections.get(name)
+            if new is None or new.digest != cdef.digest:
+                del self._connections[name]
+                self._retired.append(conn)
+        self.deployment = deployment
+
+    async def connection(self, name: str) -> Connector:
+        got = self._connections.get(name)
+        if got is not None and got[1].started:
+            return got[1]
+        lock = self._conn_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            got = self._connections.get(name)
+            if got is None:
+                cdef = self.deployment.connections.get(name)
+                if cdef is None:
+                    raise DocumentError(f"connection '{name}' is not deployed")
+                got = (cdef, cdef.build())
+                self._connections[name] = got
+            if not got[1].started:
+                await got[1].start()
+                got[1].started = True
+            return got[1]
+
+    def runtime_cache(self, name: str) -> DocCache:
+        c = self._runtime_caches.get(name)
+        if c is None:
+            c = self._runtime_caches[name] = DocCache()
+        return c
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        """Wait for background sub-processes, then stop every connection."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        conns = [c for _, c in self._connections.values()] + self._retired
+        self._connections.clear()
+        self._retired.clear()
+        for c in conns:
+            try:
+                await c.stop()
+            except Exception:
+                log.exception("stopping connection %s failed", c.name)
+
+    # -------------------------------------------------------------------------------- executing
+    def new_execution(self, process: str | ProcessDef, docs: list[Document] | None = None, *,
+                      properties: Mapping[str, str] | None = None, execution_type: str = "exec_manual",
+                      parent: Execution | None = None, execution_id: str | None = None,
+                      debug: bool = False, mocks: Mapping[str, Any] | None = None) -> Execution:
+        """Create an execution without running it (so a caller can persist it first)."""
+        pdef = self.deployment.processes.get(process) if isinstance(process, str) else process
+        if pdef is None:
+            raise KeyError(f"process '{process}' is not deployed")
+        ex = Execution(self, pdef, execution_type=execution_type, properties=properties, parent=parent,
+                       execution_id=execution_id, debug=debug, mocks=mocks)
+        if docs is None:
+            docs = [Document()] if pdef.start.kind in ("none", "schedule", "listen") else []
+        ex.inputs = docs
+        return ex
+
+    async def run(self, ex: Execution) -> Execution:
+        """Run a created execution, telling the recorder before and after."""
+        self.running[ex.id] = ex
+        try:
+            if self.recorder is not None:
+                await self.recorder.execution_started(ex)
+            await ex.run()
+        finally:
+            self.running.pop(ex.id, None)
+            if self.recorder is not None:
+                try:
+                    await self.recorder.execution_finished(ex)
+                except Exception:
+                    log.exception("recording execution %s failed", ex.id)
+        return ex
+
+    async def execute(self, process: str | ProcessDef, docs: list[Document] | None = None, **kw: Any) -> Execution:
+        """Create and run an execution; returns it finished (status COMPLETE/ERROR/...)."""
+        return await self.run(self.new_execution(process, docs, **kw))
