@@ -57,3 +57,10 @@ def test_process_tests_pass_and_a_wrong_expectation_fails_with_a_diff(tmp_path: 
     assert res.exit_code == 1
     assert "-Hello, moon!" in res.output and "+Hello, world!" in res.output
     assert "0 passed, 1 failed" in res.output
+
+
+def test_shape_reference_is_generated_from_the_specs() -> None:
+    from atom.docgen import shapes_markdown
+
+    assert (ROOT / "docs" / "shapes.md").read_text() == shapes_markdown(), (
+        "docs/shapes.md is stale: run `python -m atom.docgen shapes > docs/shapes.md`")
