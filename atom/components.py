@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from .spec import (
-    Any_, Bool, Duration, Enum, Field, Int, MapOf, Object, Spec, Str,
+    Any_,
+    Bool,
+    Duration,
+    Enum,
+    Field,
+    Int,
+    MapOf,
+    Object,
+    Spec,
+    Str,
 )
 
 NAME = Str(pattern=r"[A-Za-z0-9][A-Za-z0-9_.\-]*")

@@ -36,7 +36,7 @@ EXECUTION_TYPES = ("exec_listener", "exec_manual", "exec_sched", "sub_process", 
 
 def new_execution_id(when: dt.datetime | None = None) -> str:
     """`execution-<uuid>-<yyyy.MM.dd>` (Boomi's format)."""
-    when = when or dt.datetime.now(dt.timezone.utc)
+    when = when or dt.datetime.now(dt.UTC)
     return f"execution-{uuid.uuid4()}-{when:%Y.%m.%d}"
 
 
@@ -48,7 +48,7 @@ class LogEntry:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"time": dt.datetime.fromtimestamp(self.time, dt.timezone.utc).isoformat(),
+        return {"time": dt.datetime.fromtimestamp(self.time, dt.UTC).isoformat(),
                 "level": self.level.upper(), "shape": self.shape, "message": self.message}
 
 
@@ -79,7 +79,7 @@ class Execution:
                  properties: Mapping[str, str] | None = None, parent: Execution | None = None,
                  execution_id: str | None = None, debug: bool = False,
                  mocks: Mapping[str, Any] | None = None) -> None:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.engine = engine
         self.process = process
         self.id = execution_id or new_execution_id(now)
@@ -89,8 +89,8 @@ class Execution:
         self._t0 = time.perf_counter()
         self.duration_ms = 0
         self.message = ""
-        self.parent_id = parent.id if parent else None
-        self.top_level_id = parent.top_level_id if parent else self.id
+        self.parent_id: str | None = parent.id if parent else None
+        self.top_level_id: str = parent.top_level_id if parent else self.id
         self.properties: dict[str, str] = {**process.properties, **(properties or {})}
         self.debug = debug
         self.mocks = mocks or {}

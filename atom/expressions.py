@@ -95,7 +95,7 @@ def xpath_value(result: Any) -> Any:
 
 def _node_text(node: Any) -> Any:
     if isinstance(node, etree._Element):
-        return "".join(node.itertext())
+        return "".join(str(t) for t in node.itertext())
     return str(node) if not isinstance(node, (int, float, bool)) else node
 
 
@@ -110,7 +110,7 @@ def xpath(doc: Any, path: str, ns: Mapping[str, str] | None = None) -> Any:
 
 def now(fmt: str | None = None) -> str:
     """The current UTC time, ISO 8601 (`2026-11-22T10:00:00.123456+00:00`), or formatted by strftime."""
-    t = _dt.datetime.now(_dt.timezone.utc)
+    t = _dt.datetime.now(_dt.UTC)
     return t.strftime(fmt) if fmt else t.isoformat()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .components import CONNECTION_BASE, PROCESS_SPEC, SHAPE_COMMON
 from .connector import ConnectorRegistry, default_registry
-from .errors import Location, LoadError, Problem
+from .errors import LoadError, Location, Problem
 from .model import ConnectionDef, Deployment, MapDef, ProcessDef, StartDef
 from .shapes import END, SHAPES, Shape
 from .spec import MISSING, CheckContext, Field, Spec, Str, did_you_mean

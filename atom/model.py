@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,7 @@ class ConnectionDef:
     type: str
     file: str
     config: MappingProxyType[str, Any]
-    connector_class: type[Connector]
+    connector_class: builtins.type[Connector]
     #: secret values, so logs and records can redact them
     secrets: tuple[str, ...] = ()
     version: int = 1

@@ -163,7 +163,7 @@ async def call_with_retry(
                 metrics.CONNECTOR_CALLS.labels(connection, "error").inc()
                 raise
             err: ConnectorError = exc
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             err = ConnectorError(f"timed out{': ' + str(exc) if str(exc) else ''}", retryable=True)
         except OSError as exc:
             err = ConnectorError(f"network error: {exc}", retryable=True)

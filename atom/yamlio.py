@@ -34,7 +34,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
 class Where:
     """A node in a YAML file, able to locate its keys and items for error messages."""
 
-    __slots__ = ("file", "line", "col", "node")
+    __slots__ = ("col", "file", "line", "node")
 
     def __init__(self, file: str, node: Any = None, line: int = 0, col: int = 0) -> None:
         self.file = file

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..document import Document
 from ..errors import DocumentError
-from ..spec import Bool, CheckContext, Custom, Enum, Field, Object, Spec, Str, Template, Value
+from ..expressions import Template
+from ..spec import Bool, CheckContext, Custom, Enum, Field, Object, Spec, Str, Value
+from ..spec import Template as TemplateField
 from ..yamlio import Where
 from . import Outputs, Shape, each, shape
 
@@ -125,7 +127,7 @@ class Cache(Shape):
     value_type = Object(Spec([
         Field("name", Str(), required=True, description="cache name"),
         Field("action", Enum("add", "get", "remove"), default="add", description="what to do"),
-        Field("key", Template(), required=True, description="template of the key, per document"),
+        Field("key", TemplateField(), required=True, description="template of the key, per document"),
         Field("scope", Enum("execution", "runtime"), default="execution", description="lifetime"),
         Field("ttl", Value(), description="runtime scope: seconds an entry lives (default: forever)"),
         Field("missing", Enum("drop", "keep", "fail"), default="drop",

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..document import Document
 from ..errors import DocumentError
-from ..spec import Bool, Enum, Field, MapOf, Object, Spec, Str, Template, Value
+from ..expressions import Template
+from ..spec import Bool, Enum, Field, MapOf, Object, Spec, Str, Value
+from ..spec import Template as TemplateField
 from ..yamlio import Where
 from . import Outputs, Shape, each, shape
 
@@ -65,14 +67,14 @@ class Message(Shape):
                "the whole batch (`batch: true`, `docs` in scope).")
     example = """{id: g, message: {template: "<ack id='{{ doc.json.id }}'/>", content_type: application/xml}}"""
     value_type = Object(Spec([
-        Field("template", Template(), required=True, description="Jinja2 template of the new content"),
+        Field("template", TemplateField(), required=True, description="Jinja2 template of the new content"),
         Field("content_type", Str(), description="sets document property content_type"),
         Field("batch", Bool(), default=False, description="one document for the whole batch"),
     ]))
 
     def __init__(self, id: str, cfg: Any, where: Where, cc: CompileContext) -> None:
         super().__init__(id, cfg, where, cc)
-        self.template = cfg["template"] if "template" in cfg else None
+        self.template: Template = cfg["template"]
         self.content_type = cfg.get("content_type")
         self.batch = cfg.get("batch", False)
 
@@ -106,7 +108,7 @@ class Notify(Shape):
                "pass through. A warning or error makes the execution end COMPLETE_WARN when nothing failed.")
     example = '{id: n, notify: {level: warning, message: "late {{ doc.json.id }}"}}'
     value_type = Object(Spec([
-        Field("message", Template(), required=True, description="template of the log line"),
+        Field("message", TemplateField(), required=True, description="template of the log line"),
         Field("level", Enum("info", "warning", "error"), default="info", description="log level"),
         Field("batch", Bool(), default=False, description="one line for the batch instead of one per document"),
     ]))
