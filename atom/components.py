@@ -11,8 +11,10 @@ from .spec import (
     Enum,
     Field,
     Int,
+    ListOf,
     MapOf,
     Object,
+    OneOf,
     Spec,
     Str,
 )
@@ -36,10 +38,17 @@ SOAP_SPEC = Spec([
     Field("response", Str(), description="response element name (default: <operation>Response)"),
 ], summary="A SOAP listener on /ws/soap and /ws/soap12", open=True)
 
+_CREDENTIALS = OneOf(ListOf(Str()), MapOf(Str()))
+
 LISTEN_AUTH_SPEC = Spec([
-    Field("type", Enum("none", "basic", "bearer", "api_key", "inherit"), default="inherit",
-          description="listener authentication; inherit uses the server's"),
-], open=True, summary="Per-listener authentication")
+    Field("type", Enum("none", "basic", "bearer", "jwt", "api_key", "inherit"), default="inherit",
+          description="listener authentication; inherit uses the server's (atom.yaml auth)"),
+    Field("users", MapOf(Str()), description="basic: user -> password (default: the server's auth.users)"),
+    Field("tokens", _CREDENTIALS, description="bearer: tokens, or user -> token (default: the server's)"),
+    Field("keys", _CREDENTIALS, description="api_key: keys, or user -> key (default: the server's)"),
+    Field("header", Str(), description="api_key: request header holding the key (default X-API-Key)"),
+    Field("allow", ListOf(Str()), description="users allowed to call this listener; others get 403"),
+], summary="Per-listener authentication")
 
 LISTEN_SPEC = Spec([
     Field("operation", Enum(*OPERATIONS), default="execute", description="Boomi operation type"),

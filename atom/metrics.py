@@ -22,3 +22,13 @@ CONNECTOR_RETRIES = Counter("atom_connector_retries_total", "Connector retries",
                             registry=REGISTRY)
 CIRCUIT_STATE = Gauge("atom_circuit_breaker_state", "Circuit breaker state per connection "
                       "(0 closed, 1 half-open, 2 open)", ["connection"], registry=REGISTRY)
+ASYNC_RESPONSES = Counter("atom_async_responses_total", "Listener and API calls answered 202 (X-Max-Wait)",
+                          ["process"], registry=REGISTRY)
+SCHEDULE_RUNS = Counter("atom_schedule_runs_total", "Scheduled runs, by process and outcome (started, skipped)",
+                        ["process", "outcome"], registry=REGISTRY)
+CALLBACKS = Counter("atom_callbacks_total", "X-Callback-Url deliveries, by outcome (delivered, refused, failed)",
+                    ["outcome"], registry=REGISTRY)
+STORE_BATCHES = Counter("atom_store_batches_total", "Store write transactions", registry=REGISTRY)
+STORE_EXECUTIONS = Counter("atom_store_writes_total", "Execution writes committed to the store", registry=REGISTRY)
+DEPLOYMENTS = Counter("atom_deployments_total", "Deployments, by outcome (deployed, rejected)", ["outcome"],
+                      registry=REGISTRY)
