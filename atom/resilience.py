@@ -27,7 +27,7 @@ RETRY_SPEC = Spec([
 
 BREAKER_SPEC = Spec([
     Field("failure_threshold", Int(minimum=1), default=5,
-          description="consecutive failed calls that open the circuit"),
+          description="consecutive failed attempts (retries included) that open the circuit"),
     Field("reset_timeout", Duration(), default=30.0,
           description="how long the circuit stays open before one trial call (half-open)"),
 ], summary="Circuit breaker: while open, calls fail at once instead of waiting on a broken peer.")
@@ -125,6 +125,10 @@ class CircuitBreaker:
         self.failures = 0
         self._set(self.CLOSED)
 
+    def release_trial(self) -> None:
+        """The call let through was abandoned (cancelled) without an outcome: allow another trial."""
+        self._trial_running = False
+
     def record_failure(self) -> None:
         self._trial_running = False
         self.failures += 1
@@ -150,10 +154,23 @@ async def call_with_retry(
     (a 4xx means the peer is up). Returns fn's result; raises the last error when attempts run out.
     """
     attempt = 0
+    err: ConnectorError | None = None
     while True:
         attempt += 1
         if breaker is not None:
-            breaker.before_call()
+            try:
+                breaker.before_call()
+            except CircuitOpenError as open_exc:
+                metrics.CONNECTOR_CALLS.labels(connection, "error").inc()
+                if err is None:
+                    raise
+                # The breaker opened during our own retries: report the failure that opened it.
+                reason = str(open_exc).split(": ", 1)[-1]
+                wrapped = ConnectorError(f"{err} (after {attempt - 1} attempts; then the {reason})",
+                                         retryable=False, status=err.status)
+                if hasattr(err, "answer"):  # what the peer answered, for connectors that expose it
+                    wrapped.answer = err.answer  # type: ignore[attr-defined]
+                raise wrapped from err
         try:
             result = await fn()
         except ConnectorError as exc:
@@ -162,11 +179,23 @@ async def call_with_retry(
                     breaker.record_success() if exc.status and exc.status < 500 else breaker.record_failure()
                 metrics.CONNECTOR_CALLS.labels(connection, "error").inc()
                 raise
-            err: ConnectorError = exc
+            err = exc
         except TimeoutError as exc:
             err = ConnectorError(f"timed out{': ' + str(exc) if str(exc) else ''}", retryable=True)
         except OSError as exc:
             err = ConnectorError(f"network error: {exc}", retryable=True)
+        except Exception:
+            # An error the connector did not classify: count it against the peer, never retry it.
+            if breaker is not None:
+                breaker.record_failure()
+            metrics.CONNECTOR_CALLS.labels(connection, "error").inc()
+            raise
+        except BaseException:
+            # Cancelled (the execution was stopped, the Atom is shutting down): no verdict on the peer,
+            # but a half-open trial must not stay claimed forever.
+            if breaker is not None:
+                breaker.release_trial()
+            raise
         else:
             if breaker is not None:
                 breaker.record_success()

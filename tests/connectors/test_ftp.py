@@ -262,8 +262,8 @@ async def test_server_down_fails_after_retries() -> None:
     # two more failed attempts reach the breaker's threshold (5): the third is not even tried
     [out] = await conn.send(operation("send", {"file_name": "a.txt"}), [Document(b"x")], CTX)
     assert out.error is not None
-    assert out.error.startswith(f"connection 'partner' (ftp 127.0.0.1:{port}): write 'a.txt': circuit breaker "
-                                "is open")
+    assert out.error.startswith(f"connection 'partner' (ftp 127.0.0.1:{port}): write 'a.txt': network error")
+    assert "(after 2 attempts; then the circuit breaker is open" in out.error
     assert PASSWORD not in msg + out.error
 
 
