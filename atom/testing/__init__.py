@@ -113,8 +113,15 @@ def _mock(spec: Mapping[str, Any]) -> Callable[[list[Document]], list[Document]]
     items = spec.get("documents", [])
 
     def run(docs: list[Document]) -> list[Document]:
-        props = dict(docs[0].props) if docs else {}
-        return [_doc(i, props) for i in items]
+        # The documents stand in for what the shape would derive from its input: they carry the
+        # properties and the trace of the first input document, so an enclosing try_catch or
+        # branch still sees a later failure of theirs.
+        first = docs[0] if docs else None
+        out = [_doc(i, first.props if first else None) for i in items]
+        if first is not None:
+            for d in out:
+                d.trace = first.trace
+        return out
 
     return run
 
