@@ -11,13 +11,18 @@ A template that is exactly one `{{ expression }}` evaluates to a native value wi
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import re
+import threading
 import uuid as _uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
+import orjson
+from jinja2 import nodes
+from jinja2.runtime import Context, EvalContext, Undefined, missing
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jsonpath_ng import JSONPath
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
@@ -120,6 +125,10 @@ def uuid() -> str:
 
 # ----------------------------------------------------------------------------------------- environment
 
+#: sandbox verdicts per (type of the object, attribute name): Jinja's checks depend on nothing else
+_VERDICTS: dict[tuple[type, str], bool] = {}
+_VERDICTS_MAX = 20_000
+
 
 class _Env(ImmutableSandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -132,19 +141,58 @@ class _Env(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        if attr.startswith("_"):
-            return False
-        return super().is_safe_attribute(obj, attr, value)
+        # The sandbox's verdict (no leading underscore, no internal attribute of functions, frames,
+        # generators..., no method that modifies a list, dict, set or deque) depends only on the
+        # object's type and the attribute's name, so it is computed once per pair.
+        key = (type(obj), attr)
+        verdict = _VERDICTS.get(key)
+        if verdict is None:
+            verdict = not attr.startswith("_") and super().is_safe_attribute(obj, attr, value)
+            if len(_VERDICTS) >= _VERDICTS_MAX:
+                _VERDICTS.clear()
+            _VERDICTS[key] = verdict
+        return verdict
+
+
+_TOJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def tojson(value: Any, indent: int | None = None) -> str:
+    """The `tojson` filter: JSON text of a value; keys keep their order, other types become str() of them.
+
+    orjson writes it (compact; characters beyond ASCII escaped as `\\uXXXX`, as the json module does);
+    what orjson cannot write (integers beyond 64 bits, an indent other than 2) goes through the json
+    module with the same rules.
+    """
+    if indent is None or indent == 2:
+        try:
+            opts = _TOJSON_OPTIONS | orjson.OPT_INDENT_2 if indent else _TOJSON_OPTIONS
+            text = orjson.dumps(value, default=str, option=opts).decode()
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            return text if text.isascii() else _NON_ASCII.sub(_escape, text)
+    return json.dumps(value, indent=indent, default=str)
+
+
+#: outside the ASCII range: only inside JSON strings in orjson's output
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    n = ord(m.group())
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 | (n >> 10):04x}\\u{0xDC00 | (n & 0x3FF):04x}"
 
 
 ENV = _Env(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-for _name in ("lipsum", "cycler", "joiner"):  # fewer globals: less to copy per evaluation
+for _name in ("lipsum", "cycler", "joiner"):
     ENV.globals.pop(_name, None)
 ENV.globals.update(jsonpath=jsonpath, xpath=xpath, now=now, uuid=uuid)
-ENV.filters.update(jsonpath=jsonpath, xpath=xpath)
-ENV.filters["tojson"] = lambda v, indent=None: __import__("json").dumps(v, indent=indent, default=str)
-
-_SOLE_EXPR = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
+ENV.filters.update(jsonpath=jsonpath, xpath=xpath, tojson=tojson)
+_GLOBALS = ENV.globals
 
 
 class EnvView(Mapping[str, str]):
@@ -169,47 +217,320 @@ class EnvView(Mapping[str, str]):
 ENV_VIEW = EnvView()
 
 
-class Template:
-    """A compiled template. Constant strings skip Jinja entirely."""
+# ------------------------------------------------------------------------------------------ evaluation
 
-    __slots__ = ("_expr", "_tmpl", "const", "source")
+
+class _Context(Context):
+    """The context of one evaluation: names are read from the caller's scope, then from the globals.
+
+    Jinja's own contexts copy the globals and the scope into a new dict for every render; this one
+    reads the scope in place, so an evaluation costs no copy.
+    """
+
+    def __init__(self, scope: Mapping[str, Any], blocks: Mapping[str, Any] | None = None) -> None:
+        # Not Context.__init__: it copies the globals' names into a set.
+        self.parent = scope  # type: ignore[assignment]
+        self.vars = {}
+        self.environment = ENV
+        self.eval_ctx = EvalContext(ENV, None)
+        self.exported_vars = set()
+        self.name = None
+        self.globals_keys = _NO_NAMES  # type: ignore[assignment]
+        self.blocks = {k: [v] for k, v in blocks.items()} if blocks else {}
+
+    def resolve_or_missing(self, key: str) -> Any:
+        if key in self.vars:
+            return self.vars[key]
+        v = self.parent.get(key, missing)
+        if v is missing:
+            return _GLOBALS.get(key, missing)
+        return v
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.vars or name in self.parent or name in _GLOBALS
+
+    def get_all(self) -> dict[str, Any]:
+        return {**_GLOBALS, **self.parent, **self.vars}
+
+
+_NO_NAMES: frozenset[str] = frozenset()
+
+
+def _undefined(value: Undefined) -> None:
+    """A sole expression gave an undefined value: raise the error a strict undefined carries (a
+    missing name or key, an unsafe attribute); the plain undefined of `x if c` without `else` is None."""
+    str(value)
+
+
+Lookup = Callable[[Mapping[str, Any]], Any]
+
+
+def _name_path(node: nodes.Node) -> tuple[str, tuple[tuple[bool, Any], ...]] | None:
+    """`a.b['c'].0` as ('a', ((True, 'b'), (False, 'c'), (False, 0))); None for any other expression."""
+    steps: list[tuple[bool, Any]] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            steps.append((True, node.attr))
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                and type(node.arg.value) in (str, int):
+            steps.append((False, node.arg.value))
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
+            steps.reverse()
+            return node.name, tuple(steps)
+        else:
+            return None
+        node = node.node  # type: ignore[attr-defined]
+
+
+def _lookup(name: str, steps: tuple[tuple[bool, Any], ...]) -> Lookup:
+    """Direct lookups for a name path, with the sandbox's semantics: JSON objects (dicts) are read
+    directly, anything else through the sandboxed getattr / getitem; a missing name, key or
+    attribute raises the error Jinja's strict undefined would."""
+    getattr_, getitem = ENV.getattr, ENV.getitem
+
+    def lookup(scope: Mapping[str, Any]) -> Any:
+        try:
+            obj = scope[name]
+        except KeyError:
+            obj = _GLOBALS.get(name, missing)
+            if obj is missing:
+                obj = ENV.undefined(name=name)
+        for is_attr, key in steps:
+            if type(obj) is dict:
+                try:
+                    obj = obj[key]
+                    continue
+                except KeyError:
+                    pass
+            obj = getattr_(obj, key) if is_attr else getitem(obj, key)
+        if isinstance(obj, Undefined):
+            return _undefined(obj)
+        return obj
+
+    if len(steps) == 1 and steps[0][0]:  # `item.qty`: the commonest, one attribute
+        key = steps[0][1]
+
+        def lookup1(scope: Mapping[str, Any]) -> Any:
+            try:
+                obj = scope[name]
+                if type(obj) is dict:
+                    return obj[key]
+            except KeyError:
+                pass
+            return lookup(scope)
+        return lookup1
+    return lookup
+
+
+def _simple(node: nodes.Node) -> Lookup | None:
+    """A lookup for an expression that needs no Jinja code: a constant or a name path."""
+    if isinstance(node, nodes.Const):
+        value = node.value
+        return lambda scope: value
+    got = _name_path(node)
+    return _lookup(*got) if got is not None else None
+
+
+def _check(tree: nodes.Template) -> None:
+    """What Jinja's code generator would refuse, checked without generating code (it is deferred to
+    first use): unknown filters and tests outside a condition, assignments to `loop`, blocks twice."""
+    seen_blocks: set[str] = set()
+
+    def walk(node: nodes.Node, soft: bool) -> None:
+        if isinstance(node, nodes.Filter) and not soft and node.name not in ENV.filters:
+            raise jinja2.TemplateAssertionError(f"No filter named {node.name!r}.", node.lineno)
+        if isinstance(node, nodes.Test) and not soft and node.name not in ENV.tests:
+            raise jinja2.TemplateAssertionError(f"No test named {node.name!r}.", node.lineno)
+        if isinstance(node, nodes.For):
+            target = node.target
+            for n in (target, *target.find_all(nodes.Name)):
+                if isinstance(n, nodes.Name) and n.ctx == "store" and n.name == "loop":
+                    raise jinja2.TemplateAssertionError(
+                        "Can't assign to special loop variable in for-loop target", n.lineno)
+        if isinstance(node, nodes.Block):
+            if node.name in seen_blocks:
+                raise jinja2.TemplateAssertionError(f"block {node.name!r} defined twice", node.lineno)
+            seen_blocks.add(node.name)
+        # as Jinja: inside a condition (`{% if %}`, `x if c else y`), unknown names fail when used
+        soft = soft or isinstance(node, nodes.If | nodes.CondExpr)
+        for child in node.iter_child_nodes():
+            walk(child, soft)
+
+    walk(tree, False)
+
+
+class _Code:
+    """What one source text compiles to, shared by every Template of that text.
+
+    `evaluate(scope)` and `render(scope)` are plain functions chosen at analysis: joined text and
+    direct lookups when every `{{ }}` is a name path or a constant (no Jinja at run time); a compiled
+    expression for a sole `{{ expression }}`; a compiled template otherwise. Jinja code is generated
+    at the first evaluation, not at load time (the syntax is checked at load time).
+    """
+
+    __slots__ = ("_raw", "evaluate", "lock", "render", "source")
+
+    def __init__(self, source: str, tree: nodes.Template) -> None:
+        self.source = source
+        self.lock = threading.Lock()
+        self.evaluate: Callable[[Mapping[str, Any]], Any]
+        self.render: Callable[[Mapping[str, Any]], str]
+        body = tree.body
+        if len(body) == 1 and isinstance(body[0], nodes.Output):
+            items = body[0].nodes
+            exprs = [n for n in items if not isinstance(n, nodes.TemplateData)]
+            sole = len(exprs) == 1 and all(
+                not n.data.strip() for n in items if isinstance(n, nodes.TemplateData))  # type: ignore[attr-defined]
+            lookups = [_simple(n) for n in exprs]
+            if all(g is not None for g in lookups):
+                self._joined(items, lookups, sole)  # type: ignore[arg-type]
+                return
+            if sole:
+                i = next(i for i, n in enumerate(items) if not isinstance(n, nodes.TemplateData))
+                before = "".join(n.data for n in items[:i])  # type: ignore[attr-defined]
+                after = "".join(n.data for n in items[i + 1:])  # type: ignore[attr-defined]
+                self._raw = self._first_expression
+                self.evaluate = self._evaluate_expression
+                self.render = lambda scope: before + str(self._raw(scope)) + after
+                return
+        elif not body:
+            self._joined([], [], False)
+            return
+        self.evaluate = self.render = self._first_render
+
+    def _joined(self, items: list[nodes.Node], lookups: list[Lookup], sole: bool) -> None:
+        if sole:
+            get = lookups[0]
+            i = next(i for i, n in enumerate(items) if not isinstance(n, nodes.TemplateData))
+            before = "".join(n.data for n in items[:i])  # type: ignore[attr-defined]
+            after = "".join(n.data for n in items[i + 1:])  # type: ignore[attr-defined]
+            self.evaluate = get
+            if before or after:
+                self.render = lambda scope: before + str(get(scope)) + after
+            else:
+                self.render = lambda scope: str(get(scope))
+            return
+        parts: list[str | Lookup] = []
+        it = iter(lookups)
+        for n in items:
+            if isinstance(n, nodes.TemplateData):
+                if parts and isinstance(parts[-1], str):
+                    parts[-1] += n.data
+                else:
+                    parts.append(n.data)
+            else:
+                parts.append(next(it))
+        frozen = tuple(parts)
+
+        def render(scope: Mapping[str, Any]) -> str:
+            return "".join([p if type(p) is str else str(p(scope)) for p in frozen])  # type: ignore[operator]
+        self.evaluate = self.render = render
+
+    def _evaluate_expression(self, scope: Mapping[str, Any]) -> Any:
+        v = self._raw(scope)
+        if isinstance(v, Undefined):
+            return _undefined(v)
+        return v
+
+    def _first_expression(self, scope: Mapping[str, Any]) -> Any:
+        with self.lock:
+            if self._raw == self._first_expression:
+                tree = ENV.parse(self.source)
+                expr = next(n for n in tree.body[0].nodes  # type: ignore[attr-defined]
+                            if not isinstance(n, nodes.TemplateData))
+                body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+                root = ENV.from_string(nodes.Template(body, lineno=1)).root_render_func
+
+                def raw(scope: Mapping[str, Any]) -> Any:
+                    ctx = _Context(scope)
+                    for _ in root(ctx):
+                        pass
+                    return ctx.vars["result"]
+                self._raw = raw
+        return self._raw(scope)
+
+    def _first_render(self, scope: Mapping[str, Any]) -> str:
+        with self.lock:
+            if self.render == self._first_render:
+                t = ENV.from_string(self.source)
+                root, blocks = t.root_render_func, t.blocks
+
+                def render(scope: Mapping[str, Any]) -> str:
+                    return "".join(root(_Context(scope, blocks)))
+                self.evaluate = self.render = render
+        return self.render(scope)
+
+
+_CODES: dict[str, _Code] = {}
+_CODES_MAX = 20_000
+
+
+def _code(source: str) -> _Code:
+    """The analysed code of a source text, from the cache (sources repeat across processes)."""
+    code = _CODES.get(source)
+    if code is None:
+        try:
+            tree = ENV.parse(source)
+            _check(tree)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ExpressionSyntaxError(f"invalid template '{source}': {_syntax_message(source, exc)}") from None
+        code = _Code(source, tree)
+        if len(_CODES) >= _CODES_MAX:
+            _CODES.clear()
+        _CODES[source] = code
+    return code
+
+
+_SOLE_EXPR = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
+
+
+def _syntax_message(source: str, exc: jinja2.TemplateSyntaxError) -> str | None:
+    """The message of a syntax error; for a sole `{{ expression }}`, the expression parser's (it says
+    where the expression ends: `unexpected 'end of template'`)."""
+    m = _SOLE_EXPR.match(source)
+    if m and "}}" not in m.group(1) and "{{" not in m.group(1):
+        try:
+            ENV.compile_expression(m.group(1).strip())
+        except jinja2.TemplateSyntaxError as inner:
+            return inner.message
+    return exc.message
+
+
+class Template:
+    """A template, checked at load time. Constant strings skip Jinja entirely; the others share, per
+    source text, code compiled at first use (see `_Code`)."""
+
+    __slots__ = ("_code", "const", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.const: str | None = None
-        self._tmpl: jinja2.Template | None = None
-        self._expr: Any = None
+        self._code: _Code | None = None
         if "{{" not in source and "{%" not in source and "{#" not in source:
             self.const = source
             return
-        try:
-            m = _SOLE_EXPR.match(source)
-            if m and "}}" not in m.group(1) and "{{" not in m.group(1):
-                self._expr = ENV.compile_expression(m.group(1).strip(), undefined_to_none=False)
-            self._tmpl = ENV.from_string(source)
-        except jinja2.TemplateSyntaxError as exc:
-            raise ExpressionSyntaxError(f"invalid template '{source}': {exc.message}") from None
+        self._code = _code(source)
 
     @property
     def is_constant(self) -> bool:
         return self.const is not None
 
     def render(self, scope: Mapping[str, Any]) -> str:
+        """The text of the template."""
         if self.const is not None:
             return self.const
         try:
-            return self._tmpl.render(scope)  # type: ignore[union-attr]
+            return self._code.render(scope)  # type: ignore[union-attr]
         except Exception as exc:
             raise _eval_error(self.source, exc) from None
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
-        """Native value for a sole `{{ expr }}`, else the rendered string."""
+        """Native value for a sole `{{ expr }}`, else the rendered string. Reading something that does
+        not exist raises ExpressionError naming the template and what was undefined."""
         if self.const is not None:
             return self.const
-        if self._expr is None:
-            return self.render(scope)
         try:
-            return self._expr(**scope)
+            return self._code.evaluate(scope)  # type: ignore[union-attr]
         except Exception as exc:
             raise _eval_error(self.source, exc) from None
 

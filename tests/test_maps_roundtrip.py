@@ -72,6 +72,8 @@ def test_json_xml_json_round_trip(order: dict) -> None:  # type: ignore[type-arg
     ctx = LocalMapContext()
     xml = TO_XML.apply(Document.from_json(order), ctx)
     back = TO_JSON.apply(Document(xml.data), ctx)
+    if not order["customer"]["name"].strip():  # `default: ""` applies to blank text too
+        order = {**order, "customer": {**order["customer"], "name": ""}}
     assert back.json == order
     assert json.loads(back.data) == order
 

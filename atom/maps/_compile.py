@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import Location
+from ..errors import DocumentError, Location
 from ..expressions import ExpressionSyntaxError, compile_template, truthy
 from ..spec import CheckContext, did_you_mean
 from ..yamlio import Where, interpolate
@@ -499,9 +499,62 @@ class Compiler:
                 ok = False
         return ok
 
+    def per_item(self, node: Mapping[str, Any], where: Where, loc: Location, cctx: str) -> Getter | None:
+        """A source that is a value per item (`{foreach: $.items[*], source: $.price, functions: [...]}`):
+        the list of the items' values (nulls left out), for the field's functions to reduce (`sum`)."""
+        if "foreach" not in node:
+            self.error(loc, "a source given as a mapping is a value per item: it needs 'foreach' "
+                            "({foreach: '$.items[*]', source: '$.price'})")
+            return None
+        for k in node:
+            if str(k) in ("fields", "keep_null"):
+                self.error(where.key(k), f"'{k}' does not apply to a value per item")
+                return None
+        if not self.check_keys(node, where):
+            return None
+        each = node["foreach"]
+        got = self.items(each, where.value("foreach"), cctx)
+        when: Check | None = None
+        if "when" in node:
+            ok, when = self.when(node["when"], where.value("when"))
+            if not ok:
+                return None
+        if got is None:
+            return None
+        items, inner = got
+        spec = self.leaf(node, where, loc, inner, scalar_item=True, skip=("foreach", "when"), native=True)
+        if spec is None:
+            return None
+        compute = spec.compute
+
+        def values(c: Any, run: Run) -> list[Any]:
+            its = items(c, run)
+            scope = run.scope
+            saved = (scope.get("item"), scope.get("index")) if scope else None
+            out: list[Any] = []
+            try:
+                for i, it in enumerate(its):
+                    if saved is not None:
+                        scope["item"] = it
+                        scope["index"] = i
+                    try:
+                        if when is not None and not when(it, run):
+                            continue
+                        v = compute(it, run)
+                    except DocumentError as exc:
+                        raise MapValueError(f"item {i + 1} of '{each}': {exc}") from None
+                    if v is not None:
+                        out.append(v)
+            finally:
+                if saved is not None:
+                    scope["item"], scope["index"] = saved
+            return out
+        return values
+
     def leaf(self, value: Any, where: Where, loc: Location, cctx: str, *, scalar_item: bool,
-             skip: tuple[str, ...] = ()) -> _LeafSpec | None:
-        """Compile a value rule (short form or mapping) into a compute function."""
+             skip: tuple[str, ...] = (), native: bool = False) -> _LeafSpec | None:
+        """Compile a value rule (short form or mapping) into a compute function; `native` keeps
+        computed values as they are (decimals, dates) instead of making them JSON-ready."""
         if isinstance(value, str):
             g = self.source(value, loc, cctx)
             return _LeafSpec(self.finish(g, None, [], None, False, ""), None, False, loc) if g else None
@@ -528,8 +581,12 @@ class Compiler:
             elif isinstance(src, int) and not isinstance(src, bool):
                 getter = self.column(int(src), sloc, cctx)
                 label = f"column {src}"
+            elif isinstance(src, Mapping):
+                getter = self.per_item(src, where.child("source"), sloc, cctx)
+                label = f"foreach {src.get('foreach')}"
             else:
-                self.error(sloc, f"expected a source path or a column number, got {_kind(src)}")
+                self.error(sloc, f"expected a source path, a column number or a value per item "
+                                 f"({{foreach: ..., source: ...}}), got {_kind(src)}")
                 getter = None
             ok = getter is not None
         elif "value" in value:
@@ -604,13 +661,18 @@ class Compiler:
             ok = ok and wok
         if not ok or getter is None:
             return None
-        compute = self.finish(getter, default, fns, conv, flags.get("required", False), label)
+        # values per item are kept native for the functions that reduce them; JSON-ready for the output
+        computed = bool(fns) or isinstance(value.get("source"), Mapping)
+        compute = self.finish(getter, default, fns, conv, flags.get("required", False), label,
+                              plain_out=computed and not native)
         return _LeafSpec(compute, when, flags.get("keep_null", False), loc)
 
     def finish(self, get: Getter | None, default: Callable[[Run], Any] | None, fns: list[Any],
-               conv: Callable[[Any], Any] | None, required: bool, label: str) -> Compute:
+               conv: Callable[[Any], Any] | None, required: bool, label: str, plain_out: bool = False) -> Compute:
+        """The compute function of a value; `plain_out`: the value is computed (decimals, dates) and
+        JSON output needs it JSON-ready."""
         assert get is not None
-        final = plain if (self.out.format == "json" and fns and conv is None) else None
+        final = plain if (self.out.format == "json" and plain_out and conv is None) else None
         if default is None and not fns and conv is None and not required and final is None:
             return get
         missing = f"required value is missing (source '{label}')" if label else "required value is missing"

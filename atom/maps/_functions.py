@@ -234,7 +234,13 @@ _arith("divide", lambda a, b: a / b, "divided by")
 def _round(v: Any, run: Run, digits: int) -> Any:
     if v is None:
         return None
-    return _num(v).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    q = _QUANTA.get(digits)
+    if q is None:
+        q = _QUANTA[digits] = Decimal(1).scaleb(-digits)
+    return _num(v).quantize(q, rounding=ROUND_HALF_UP)
+
+
+_QUANTA: dict[int, Decimal] = {}
 
 
 @_fn("floor", "numeric", "round down to a whole number")
@@ -542,13 +548,17 @@ class _Const:
 
 
 class _Dyn:
-    __slots__ = ("check", "tmpl")
+    """An argument given as a template: evaluated per value (a name path such as `{{ item.qty }}` is
+    a direct lookup, see atom.expressions), then checked."""
+
+    __slots__ = ("check", "evaluate", "tmpl")
 
     def __init__(self, tmpl: Any, check: Callable[[Any], Any]) -> None:
         self.tmpl, self.check = tmpl, check
+        self.evaluate = tmpl.evaluate
 
     def get(self, run: Run) -> Any:
-        return self.check(evaluate(self.tmpl, run.scope))
+        return self.check(self.evaluate(run.scope))
 
 
 _BAD: Any = object()
@@ -580,6 +590,18 @@ def _bind(fdef: FnDef, getters: list[Any], dynamic: bool) -> Fn:
             except (TypeError, ValueError, ArithmeticError, KeyError) as exc:
                 raise fail(v, exc) from None
         return call
+
+    if len(getters) == 1:  # `{multiply: "{{ item.qty }}"}`
+        get = getters[0].get
+
+        def call_dyn1(v: Any, run: Run) -> Any:
+            try:
+                return impl(v, run, get(run))
+            except DocumentError:
+                raise
+            except (TypeError, ValueError, ArithmeticError, KeyError) as exc:
+                raise fail(v, exc) from None
+        return call_dyn1
 
     def call_dyn(v: Any, run: Run) -> Any:
         values = [g.get(run) if isinstance(g, _Dyn) else g.value for g in getters]

@@ -114,9 +114,20 @@ def json_value(path: str) -> Getter:
     """Getter of one value: a definite path gives the value or None, others a list of matches."""
     check_jsonpath(path)
     simple = json_steps(path)
-    if simple is not None and not simple[1]:
-        keys = simple[0]
-        return _guard_str_index(_walk(keys), keys)
+    if simple is not None:
+        keys, star = simple
+        base = _guard_str_index(_walk(keys), keys)
+        if not star:
+            return base
+
+        def matches(c: Any, r: Run) -> Any:  # `$.a[*]`: the items of a list, the values of an object
+            v = base(c, r)
+            if type(v) is list:
+                return list(v)
+            if type(v) is dict:
+                return list(v.values())
+            return []
+        return matches
     jp = compile_jsonpath(path)
     if is_definite(path):
         def first(c: Any, r: Run) -> Any:

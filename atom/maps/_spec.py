@@ -94,7 +94,8 @@ def _rule_schema(depth: int) -> dict[str, Any]:
     scalar: dict[str, Any] = {"type": ["string", "number", "boolean"]}
     fn: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "object", "minProperties": 1, "maxProperties": 1}]}
     props: dict[str, Any] = {
-        "source": {"type": ["string", "integer"], "description": "where the value comes from"},
+        "source": {"type": ["string", "integer", "object"],
+                   "description": "where the value comes from; {foreach: ..., ...}: a value per item, as a list"},
         "value": {"description": "a constant or a template"},
         "default": {"description": "used when the source is null, missing or blank"},
         "function": fn,

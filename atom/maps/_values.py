@@ -7,8 +7,6 @@ import math
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import jinja2
-
 from ..document import dump_json
 from ..errors import DocumentError
 
@@ -22,16 +20,8 @@ class MapError(DocumentError):
 
 
 def evaluate(template: Any, scope: dict[str, Any]) -> Any:
-    """Evaluate a template; a missing name or attribute is a MapValueError naming the template."""
-    v = template.evaluate(scope)
-    if isinstance(v, jinja2.Undefined):
-        try:
-            str(v)
-            message = "undefined value"
-        except jinja2.UndefinedError as exc:
-            message = exc.message or "undefined value"
-        raise MapValueError(f"in '{template.source}': {message}")
-    return v
+    """Evaluate a template; a missing name or attribute raises ExpressionError naming the template."""
+    return template.evaluate(scope)
 
 
 def is_blank(value: Any) -> bool:
