@@ -18,8 +18,9 @@ Contract:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .document import Document
@@ -103,37 +104,80 @@ class Connector:
 
 class ConnectorRegistry:
     """Connector types by name. `discover()` reads the `atom.connectors` entry points; tests may build
-    a registry holding just the types they need."""
+    a registry holding just the types they need.
+
+    A discovered type is imported on its first use (`get`), so loading components that use two
+    connector types does not import the packages of all the others; `types`, `errors` and `names()`
+    import every one (for `atom connectors`, the JSON Schema and the docs)."""
 
     def __init__(self, types: Mapping[str, type[Connector]] | None = None,
                  errors: Mapping[str, str] | None = None) -> None:
-        self.types: dict[str, type[Connector]] = dict(types or {})
-        self.errors: dict[str, str] = dict(errors or {})
+        self._types: dict[str, type[Connector]] = dict(types or {})
+        self._errors: dict[str, str] = dict(errors or {})
+        self._pending: dict[str, EntryPoint] = {}
+        self._lock = threading.RLock()  # a type being imported is in neither dict: let others wait for it
 
     @classmethod
     def discover(cls) -> ConnectorRegistry:
-        types: dict[str, type[Connector]] = {}
-        errors: dict[str, str] = {}
-        for ep in entry_points(group="atom.connectors"):
+        """The connector types of the `atom.connectors` entry points (imported when first used)."""
+        return cls.from_entry_points(entry_points(group="atom.connectors"))
+
+    @classmethod
+    def from_entry_points(cls, eps: Iterable[EntryPoint]) -> ConnectorRegistry:
+        """A registry of entry points, each imported when its type is first used (the last one of a name wins)."""
+        reg = cls()
+        for ep in eps:
+            reg._pending[ep.name] = ep
+        return reg
+
+    def _load(self, name: str) -> None:
+        with self._lock:
+            ep = self._pending.get(name)
+            if ep is None:
+                return
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not take the runtime down
-                errors[ep.name] = f"{type(exc).__name__}: {exc}"
-                continue
-            if isinstance(obj, type) and issubclass(obj, Connector):
-                types[ep.name] = obj
+                self._errors[name] = f"{type(exc).__name__}: {exc}"
             else:
-                errors[ep.name] = "entry point is not a Connector subclass"
-        return cls(types, errors)
+                if isinstance(obj, type) and issubclass(obj, Connector):
+                    self._types[name] = obj
+                else:
+                    self._errors[name] = "entry point is not a Connector subclass"
+            del self._pending[name]
+
+    def load_all(self) -> None:
+        """Import every discovered connector type now."""
+        with self._lock:
+            for name in list(self._pending):
+                self._load(name)
+
+    @property
+    def types(self) -> dict[str, type[Connector]]:
+        """Every connector type that loads, by name."""
+        self.load_all()
+        return self._types
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Why each connector type that failed to load did."""
+        self.load_all()
+        return self._errors
 
     def register(self, name: str, cls_: type[Connector]) -> None:
-        self.types[name] = cls_
+        self._pending.pop(name, None)
+        self._errors.pop(name, None)
+        self._types[name] = cls_
 
     def get(self, name: str) -> type[Connector] | None:
-        return self.types.get(name)
+        got = self._types.get(name)
+        if got is None and name in self._pending:
+            self._load(name)  # waits while another thread imports it
+            got = self._types.get(name)
+        return got
 
     def __contains__(self, name: object) -> bool:
-        return name in self.types
+        return isinstance(name, str) and self.get(name) is not None
 
     def names(self) -> list[str]:
         return sorted(self.types)

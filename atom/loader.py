@@ -96,15 +96,16 @@ def component_files(directory: str | os.PathLike[str]) -> list[Path]:
     """Component files under a directory: *.yaml / *.yml, not tests, not atom.yaml, no hidden dirs."""
     root = Path(directory)
     out = []
-    for p in sorted(root.rglob("*")):
-        if p.suffix not in (".yaml", ".yml") or not p.is_file():
-            continue
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if p.name in CONFIG_NAMES or p.stem.endswith("_test"):
-            continue
-        out.append(p)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # hidden directories are not walked
+        for name in filenames:
+            stem, ext = os.path.splitext(name)
+            if ext not in (".yaml", ".yml") or name.startswith(".") or name in CONFIG_NAMES or stem.endswith("_test"):
+                continue
+            p = Path(dirpath, name)
+            if p.is_file():
+                out.append(p)
+    out.sort()
     return out
 
 
@@ -115,18 +116,19 @@ def load_directory(directory: str | os.PathLike[str], *, registry: ConnectorRegi
     if not root.is_dir():
         raise LoadError([Problem(Location(str(directory)), "component directory does not exist")])
     files = component_files(root)
+    cwd = os.getcwd()
     sources = []
     for p in files:
         try:
-            sources.append((_display(p), p.read_text(encoding="utf-8")))
+            sources.append((_display(p, cwd), p.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
-            raise LoadError([Problem(Location(_display(p)), f"cannot read: {exc}")]) from None
+            raise LoadError([Problem(Location(_display(p, cwd)), f"cannot read: {exc}")]) from None
     return load_sources(sources, directory=str(root), registry=registry, env=env, previous=previous)
 
 
-def _display(p: Path) -> str:
+def _display(p: Path, cwd: str | None = None) -> str:
     try:
-        return os.path.relpath(p)
+        return os.path.relpath(p, cwd)
     except ValueError:
         return str(p)
 
@@ -274,6 +276,10 @@ def _check_schedule(cfg: Mapping[str, Any], where: Where, cc: CompileContext) ->
         cc.error(where.value("every"), "every must be greater than 0")
 
 
+_COMMON = {f.name: f for f in SHAPE_COMMON}
+_COMMON_SPEC = Spec(list(_COMMON.values()), open=True)
+
+
 def _compile_process(p: _Parsed, cc: CompileContext, ver: int) -> ProcessDef | None:
     ctx = cc.ctx
     where = Where(p.file, p.node)
@@ -290,7 +296,7 @@ def _compile_process(p: _Parsed, cc: CompileContext, ver: int) -> ProcessDef | N
     order: list[str] = []
     item_where: dict[str, Where] = {}
     explicit_next: dict[str, str] = {}
-    common = {f.name: f for f in SHAPE_COMMON}
+    common = _COMMON
     for i, item in enumerate(shapes_node):
         iw = swhere.child(i)
         if not isinstance(item, Mapping):
@@ -309,8 +315,7 @@ def _compile_process(p: _Parsed, cc: CompileContext, ver: int) -> ProcessDef | N
                 ctx.error(iw.key(known[1]), f"a shape has one type; found {', '.join(known)}")
             continue
         kind = known[0]
-        cspec = Spec(list(common.values()), open=True)
-        base = cspec.check({k: v for k, v in item.items() if k in common}, iw, ctx)
+        base = _COMMON_SPEC.check({k: v for k, v in item.items() if k in common}, iw, ctx)
         sid = base.get("id") or f"{kind}{i + 1}"
         if sid in compiled or sid == END:
             ctx.error(iw.value("id"), f"duplicate shape id '{sid}'" if sid != END else "'end' is reserved")
@@ -349,24 +354,7 @@ def _compile_process(p: _Parsed, cc: CompileContext, ver: int) -> ProcessDef | N
         return None
     # reachability and cycles
     first = order[0]
-    reach: set[str] = set()
-    state: dict[str, int] = {}
-
-    def visit(sid: str, path: list[str]) -> None:
-        if state.get(sid) == 1:
-            cyc = " -> ".join([*path[path.index(sid):], sid])
-            ctx.error(item_where[sid].location, f"shapes form a cycle: {cyc}")
-            return
-        if state.get(sid) == 2:
-            return
-        state[sid] = 1
-        reach.add(sid)
-        for _, t in compiled[sid].targets():
-            if t != END:
-                visit(t, [*path, sid])
-        state[sid] = 2
-
-    visit(first, [])
+    reach = _check_graph(first, compiled, item_where, ctx)
     for sid in order:
         if sid not in reach:
             ctx.error(item_where[sid].location, f"shape '{sid}' is unreachable from the first shape '{first}'")
@@ -378,6 +366,34 @@ def _compile_process(p: _Parsed, cc: CompileContext, ver: int) -> ProcessDef | N
         shapes=MappingProxyType(compiled), first=first,
         properties=MappingProxyType(dict(values.get("properties", {}))), version=ver, digest=p.digest,
     )
+
+
+def _check_graph(first: str, compiled: Mapping[str, Shape], item_where: Mapping[str, Where],
+                 ctx: CheckContext) -> set[str]:
+    """Report every cycle met walking the shapes depth-first from `first`; return the shapes reached.
+    Iterative, so a process of thousands of shapes in a row does not exhaust the stack."""
+    reach = {first}
+    state = {first: 1}  # 1: on the current path, 2: done
+    path = [first]
+    stack = [iter(compiled[first].targets())]
+    while stack:
+        for _, t in stack[-1]:
+            if t == END:
+                continue
+            seen = state.get(t)
+            if seen == 1:
+                cyc = " -> ".join([*path[path.index(t):], t])
+                ctx.error(item_where[t].location, f"shapes form a cycle: {cyc}")
+            elif seen is None:
+                state[t] = 1
+                reach.add(t)
+                path.append(t)
+                stack.append(iter(compiled[t].targets()))
+                break
+        else:
+            state[path.pop()] = 2
+            stack.pop()
+    return reach
 
 
 def listener_key(pdef: ProcessDef) -> tuple[str, str] | None:
