@@ -54,11 +54,12 @@ def _parse_props(props: tuple[str, ...]) -> dict[str, str]:
 
 @main.command()
 @click.argument("target")
-@click.option("--input", "input_", type=click.File("rb"), help="input document file, or - for stdin")
+@click.option("--input", "input_", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="input document file, or - for stdin")
 @click.option("--prop", multiple=True, help="process property K=V (repeatable)")
 @click.option("--dir", "directory", default=None, help="component directory (default: the file's, or processes/)")
 @click.option("--json-record", is_flag=True, help="print the execution record as JSON on stderr")
-def run(target: str, input_: Any, prop: tuple[str, ...], directory: str | None, json_record: bool) -> None:
+def run(target: str, input_: str | None, prop: tuple[str, ...], directory: str | None, json_record: bool) -> None:
     """Run one execution of a process (a file or a process name) in-process and print what it returns.
 
     Exits 1 when the execution ends in ERROR.
@@ -79,7 +80,12 @@ def run(target: str, input_: Any, prop: tuple[str, ...], directory: str | None, 
     dep = _load(directory or DEFAULT_DIR)
     if name not in dep.processes:
         raise click.ClickException(f"no process named '{name}' in {directory or DEFAULT_DIR}")
-    docs = [Document(input_.read())] if input_ is not None else None
+    docs = None
+    if input_ == "-":
+        with click.open_file("-", "rb") as stdin:
+            docs = [Document(stdin.read())]
+    elif input_ is not None:
+        docs = [Document.from_file(input_)]  # read when needed: a streaming split reads it piece by piece
     props = _parse_props(prop)
 
     async def go() -> Any:

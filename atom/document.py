@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import codecs
+import io
+import os
+from collections.abc import Iterator
+from typing import IO, Any
 
 import orjson
 from lxml import etree
@@ -33,6 +37,136 @@ def parse_xml(data: bytes | str, what: str = "document") -> etree._Element:
     return root
 
 
+#: bytes read at a time when a document is read as a stream
+CHUNK = 1 << 20
+_HEAD = 4096
+
+
+def _safe_parser_options() -> dict[str, Any]:
+    return {"resolve_entities": False, "no_network": True, "load_dtd": False, "huge_tree": False}
+
+
+def _check_entities(doc: Document, what: str) -> None:
+    """`parse_xml`'s entity rule on a stream: a declaration in the first 4 KB is refused, and so is one
+    anywhere in a document whose first 4 KB hold a DOCTYPE (then the whole document is scanned first)."""
+    with doc.open() as f:
+        head = f.read(_HEAD)
+        if b"<!ENTITY" in head:
+            raise DocumentError(f"{what} is not accepted: XML entity declarations are not allowed")
+        if b"<!DOCTYPE" not in head:
+            return
+        carry = head[-7:]
+        while chunk := f.read(CHUNK):
+            if b"<!ENTITY" in carry + chunk:
+                raise DocumentError(f"{what} is not accepted: XML entity declarations are not allowed")
+            carry = chunk[-7:]
+
+
+class _NoTree:
+    """A parser target that builds nothing: a well-formedness check at the parser's own speed."""
+
+    def close(self) -> None:
+        return None
+
+
+def check_xml(doc: Document, what: str = "document") -> None:
+    """Raise DocumentError exactly where `parse_xml` would, without building a tree (constant memory)."""
+    _check_entities(doc, what)
+    parser = etree.XMLParser(target=_NoTree(), **_safe_parser_options())  # type: ignore[arg-type]
+    try:
+        with doc.open() as f:
+            parser.feed(f.read(CHUNK))  # at least once: an empty document is "empty", as for parse_xml
+            while chunk := f.read(CHUNK):
+                parser.feed(chunk)
+        parser.close()
+    except etree.XMLSyntaxError as exc:
+        raise DocumentError(f"{what} is not well-formed XML: {exc}") from None
+
+
+def iter_xml_elements(doc: Document, path: tuple[str, ...], what: str = "document") -> Iterator[bytes]:
+    """The serialised elements an absolute child path (`path`: Clark-notation tags from the root down,
+    at least two) selects, in document order, as `etree.tostring(element)` gives them (tail included).
+
+    Memory stays bounded by one element: the document is parsed incrementally and each element is
+    removed from the tree once serialised, with everything before it. Errors are those of `parse_xml`;
+    an error in the middle of the document is raised after the elements before it were yielded (call
+    `check_xml` first when nothing may go on unless the whole document is well-formed)."""
+    _check_entities(doc, what)
+    parser = etree.XMLPullParser(events=("start", "end"), tag=path[-1], **_safe_parser_options())
+    pending: etree._Element | None = None
+
+    def take(el: etree._Element) -> bytes:
+        data = etree.tostring(el)
+        node: Any = el
+        while node is not None:  # free what was read: this element and everything before it
+            parent = node.getparent()
+            if parent is None:
+                break
+            while (prev := node.getprevious()) is not None:
+                parent.remove(prev)
+            node = parent
+        el.getparent().remove(el)  # type: ignore[union-attr]
+        return data
+
+    def selected(el: etree._Element) -> bool:
+        node: Any = el
+        for tag in reversed(path[:-1]):
+            node = node.getparent()
+            if node is None or node.tag != tag:
+                return False
+        return node.getparent() is None
+
+    try:
+        with doc.open() as f:
+            chunk = f.read(CHUNK)
+            parser.feed(chunk)  # at least once: an empty document is "empty", as for parse_xml
+            while True:
+                if not chunk:
+                    parser.close()
+                event: str
+                el: Any
+                for event, el in parser.read_events():
+                    if pending is not None:
+                        yield take(pending)
+                        pending = None
+                    if event == "end" and selected(el):
+                        pending = el
+                if not chunk:
+                    break
+                chunk = f.read(CHUNK)
+                if chunk:
+                    parser.feed(chunk)
+    except etree.XMLSyntaxError as exc:
+        raise DocumentError(f"{what} is not well-formed XML: {exc}") from None
+    if pending is not None:
+        yield take(pending)
+
+
+def iter_text(doc: Document) -> Iterator[str]:
+    """The document's UTF-8 text in pieces, read in chunks; a decoding error says what `Document.text`
+    would say (positions count from the start of the document)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0  # bytes of the document before the decoder's input
+    with doc.open() as f:
+        while True:
+            chunk = f.read(CHUNK)
+            try:
+                text = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                held = len(exc.object) - len(chunk)  # bytes of an incomplete sequence kept from before
+                start, end = offset - held + exc.start, offset - held + exc.end
+                if end - start == 1:
+                    what = f"can't decode byte 0x{exc.object[exc.start]:02x} in position {start}"
+                else:
+                    what = f"can't decode bytes in position {start}-{end - 1}"
+                raise DocumentError(f"document is not UTF-8 text: 'utf-8' codec {what}: {exc.reason}") from None
+            offset += len(chunk)
+            if text:
+                yield text
+            if not chunk:
+                return
+
+
 def parse_json(data: bytes | str, what: str = "document") -> Any:
     try:
         return orjson.loads(data)
@@ -55,18 +189,46 @@ class Document:
     Views (`text`, `json`, `xml`) parse once and are cached; they must be treated as read-only.
     Shapes that change content make a new document with `derive()`, which copies the properties.
     A document whose `error` is set has failed; the engine routes it to the catch path.
+
+    A document made by `from_file()` reads its file only when `data` or a view is first asked for;
+    `open()` and `size` do not read it, so a streaming consumer (a split) never holds it whole.
     """
 
-    __slots__ = ("_json", "_text", "_xml", "data", "error", "props", "trace")
+    __slots__ = ("_data", "_json", "_path", "_size", "_text", "_xml", "error", "props", "trace")
 
     def __init__(self, data: bytes | str = b"", props: dict[str, str] | None = None) -> None:
-        self.data: bytes = data.encode() if isinstance(data, str) else bytes(data)
+        self._data: bytes | None = data.encode() if isinstance(data, str) else bytes(data)
+        self._path: str | None = None
+        self._size = 0
         self.props: dict[str, str] = props if props is not None else {}
         self._text: str | None = None
         self._json: Any = _UNSET
         self._xml: Any = None
         self.error: str | None = None
         self.trace: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], props: dict[str, str] | None = None) -> Document:
+        """A document whose content is the file at `path`, read when first needed."""
+        doc = cls(b"", props)
+        doc._data = None
+        doc._path = os.fspath(path)
+        doc._size = os.path.getsize(doc._path)
+        return doc
+
+    @property
+    def data(self) -> bytes:
+        data = self._data
+        if data is None:
+            with open(self._path, "rb") as f:  # type: ignore[arg-type]
+                data = self._data = f.read()
+        return data
+
+    def open(self) -> IO[bytes]:
+        """The content as a binary stream (the file itself for a document not read yet)."""
+        if self._data is None:
+            return open(self._path, "rb")  # type: ignore[arg-type]
+        return io.BytesIO(self._data)
 
     # ---- views
     @property
@@ -92,7 +254,13 @@ class Document:
 
     @property
     def size(self) -> int:
-        return len(self.data)
+        return len(self._data) if self._data is not None else self._size
+
+    def drop_views(self) -> None:
+        """Forget the parsed views (they are parsed again if asked for): frees a tree no longer needed."""
+        self._text = None
+        self._json = _UNSET
+        self._xml = None
 
     # ---- construction
     def derive(self, data: bytes | str, *, json_value: Any = None,
@@ -111,7 +279,8 @@ class Document:
         return doc
 
     def copy(self) -> Document:
-        new = Document(self.data, dict(self.props))
+        new = Document(b"", dict(self.props))
+        new._data, new._path, new._size = self._data, self._path, self._size
         new._text, new._json, new._xml, new.trace = self._text, self._json, self._xml, self.trace
         return new
 
@@ -121,8 +290,8 @@ class Document:
         return self
 
     def __repr__(self) -> str:
-        preview = self.data[:60]
-        return f"<Document {len(self.data)}B {preview!r} props={self.props}>"
+        preview = self._data[:60] if self._data is not None else f"file {self._path}"
+        return f"<Document {self.size}B {preview!r} props={self.props}>"
 
 
 class _Unset:

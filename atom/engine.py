@@ -14,8 +14,7 @@ import os
 import socket
 import time
 import traceback
-import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,10 +33,27 @@ STATUSES = ("INPROCESS", "COMPLETE", "COMPLETE_WARN", "ERROR", "ABORTED", "DISCA
 EXECUTION_TYPES = ("exec_listener", "exec_manual", "exec_sched", "sub_process", "test_manual", "retry_manual")
 
 
-def new_execution_id(when: dt.datetime | None = None) -> str:
-    """`execution-<uuid>-<yyyy.MM.dd>` (Boomi's format)."""
-    when = when or dt.datetime.now(dt.UTC)
-    return f"execution-{uuid.uuid4()}-{when:%Y.%m.%d}"
+def new_execution_id(when: dt.datetime | float | None = None) -> str:
+    """`execution-<uuid>-<yyyy.MM.dd>` (Boomi's format): a random version 4 UUID and the date of `when`,
+    a datetime or a POSIX timestamp (its UTC date); default now."""
+    if isinstance(when, dt.datetime):
+        day = f"{when:%Y.%m.%d}"
+    else:
+        day = _utc_day(time.time() if when is None else when)
+    h = os.urandom(16).hex()
+    return f"execution-{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}-{day}"
+
+
+_day_cache: tuple[int, str] = (-1, "")
+
+
+def _utc_day(ts: float) -> str:
+    """`yyyy.MM.dd` of a timestamp, formatted once per day."""
+    global _day_cache
+    n = int(ts // 86400)
+    if _day_cache[0] != n:
+        _day_cache = (n, f"{dt.datetime.fromtimestamp(n * 86400, dt.UTC):%Y.%m.%d}")
+    return _day_cache[1]
 
 
 @dataclass(slots=True)
@@ -79,13 +95,13 @@ class Execution:
                  properties: Mapping[str, str] | None = None, parent: Execution | None = None,
                  execution_id: str | None = None, debug: bool = False,
                  mocks: Mapping[str, Any] | None = None) -> None:
-        now = dt.datetime.now(dt.UTC)
+        self._start = time.time()
+        self._start_time: dt.datetime | None = None
         self.engine = engine
         self.process = process
-        self.id = execution_id or new_execution_id(now)
+        self.id = execution_id or new_execution_id(self._start)
         self.execution_type = execution_type
         self.status = "INPROCESS"
-        self.start_time = now
         self._t0 = time.perf_counter()
         self.duration_ms = 0
         self.message = ""
@@ -107,9 +123,8 @@ class Execution:
         self.catching: set[int] = set()
         self._scope_seq = 0
         self._caches: dict[str, DocCache] = {}
-        self._info = {"id": self.id, "process": process.name, "start": now.isoformat(),
-                      "type": execution_type}
-        self.done = asyncio.Event() if _has_loop() else None
+        self._info: dict[str, Any] | None = None
+        self._done: asyncio.Event | None = None
         #: filled by the runtime: the HTTP response of a listener execution
         self.response: Any = None
 
@@ -122,8 +137,28 @@ class Execution:
     def keeps_record(self) -> bool:
         return self.process.mode != "low_latency" or self.debug
 
+    @property
+    def start_time(self) -> dt.datetime:
+        """When the execution was created (UTC)."""
+        if self._start_time is None:
+            self._start_time = dt.datetime.fromtimestamp(self._start, dt.UTC)
+        return self._start_time
+
+    @property
+    def done(self) -> asyncio.Event:
+        """Set once the execution has finished."""
+        if self._done is None:
+            self._done = asyncio.Event()
+            if self.finished:
+                self._done.set()
+        return self._done
+
     def scope(self, doc: Document | None = None) -> dict[str, Any]:
-        return {"doc": doc, "process": self.properties, "execution": self._info, "env": ENV_VIEW}
+        info = self._info
+        if info is None:
+            info = self._info = {"id": self.id, "process": self.process.name, "start": self.start_time.isoformat(),
+                                 "type": self.execution_type}
+        return {"doc": doc, "process": self.properties, "execution": info, "env": ENV_VIEW}
 
     def log(self, level: str, message: str, shape: str = "") -> None:
         self.logs.append(LogEntry(time.time(), level, shape, message))
@@ -186,6 +221,8 @@ class Execution:
             outputs = [(None, [d.fail(f"{shape.kind} '{shape_id}': internal error: {type(exc).__name__}: "
                                       f"{exc}") for d in docs])]
         stats.seconds += time.perf_counter() - t0
+        if outputs and not shape.terminal:
+            _drop_consumed_views(docs, outputs)
         for target, out in outputs:
             good: list[Document] = []
             for d in out:
@@ -197,6 +234,32 @@ class Execution:
             stats.docs_out += len(good)
             if target and target != END and good:
                 await self.run_path(target, good)
+
+    async def run_stream(self, shape_id: str, target: str | None, batches: Iterable[list[Document]]) -> None:
+        """Run the path from `target` once per batch, in order, with the batches as the output of shape
+        `shape_id` (a streamed split): failed documents are that shape's errors, the others go on.
+
+        Only one batch is held at a time: `batches` may be a generator reading a large input. The time
+        spent on the rest of the path is not counted as the shape's own."""
+        stats = self.shape_stats.get(shape_id)
+        if stats is None:
+            stats = self.shape_stats[shape_id] = ShapeStats()
+        for batch in batches:
+            good: list[Document] = []
+            for d in batch:
+                if d.error is not None:
+                    stats.errors += 1
+                    self._document_failed(d, shape_id)
+                else:
+                    good.append(d)
+            del batch
+            stats.docs_out += len(good)
+            if target and target != END and good:
+                t0 = time.perf_counter()
+                await self.run_path(target, good)
+                stats.seconds -= time.perf_counter() - t0
+            del good
+            await asyncio.sleep(0)  # let other executions of the event loop move between batches
 
     def _document_failed(self, doc: Document, shape_id: str) -> None:
         msg = doc.error or "failed"
@@ -225,8 +288,8 @@ class Execution:
 
     async def run(self) -> Execution:
         """Run to completion; never raises for process errors (they become status and message)."""
-        name = self.process.name
-        metrics.IN_FLIGHT.labels(name).inc()
+        counters = metrics.for_process(self.process.name)
+        counters.in_flight.inc()
         try:
             docs = await self._start_documents()
             await self.run_path(self.process.first, docs)
@@ -250,11 +313,11 @@ class Execution:
             self.status, self.message = "ERROR", f"internal error: {type(exc).__name__}: {exc}"
         finally:
             self.duration_ms = int((time.perf_counter() - self._t0) * 1000)
-            metrics.IN_FLIGHT.labels(name).dec()
-            metrics.EXECUTIONS.labels(name, self.status).inc()
-            metrics.EXECUTION_SECONDS.labels(name).observe(time.perf_counter() - self._t0)
-            if self.done is not None:
-                self.done.set()
+            counters.in_flight.dec()
+            counters.finished(self.status).inc()
+            counters.seconds.observe(time.perf_counter() - self._t0)
+            if self._done is not None:
+                self._done.set()
         return self
 
     # -------------------------------------------------------------------------------- record
@@ -276,8 +339,8 @@ class Execution:
             "inboundDocumentCount": len(inputs),
             "inboundErrorDocumentCount": self.inbound_error_count,
             "outboundDocumentCount": len(self.returned),
-            "inboundDocumentSize": sum(len(d.data) for d in inputs),
-            "outboundDocumentSize": sum(len(d.data) for d in self.returned),
+            "inboundDocumentSize": sum(d.size for d in inputs),
+            "outboundDocumentSize": sum(d.size for d in self.returned),
             "message": self.message,
             "parentExecutionId": self.parent_id,
             "topLevelExecutionId": self.top_level_id,
@@ -288,12 +351,15 @@ class Execution:
         }
 
 
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
+def _drop_consumed_views(docs: list[Document], outputs: list[tuple[str | None, list[Document]]]) -> None:
+    """Forget the parsed views of the input documents a shape did not pass on (it derived new ones from
+    them): a parsed tree is often larger than the document, and nothing reads it again."""
+    if len(outputs) == 1 and outputs[0][1] is docs:
+        return
+    kept = {id(d) for _, out in outputs for d in out}
+    for d in docs:
+        if id(d) not in kept:
+            d.drop_views()
 
 
 class Engine:

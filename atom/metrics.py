@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -32,3 +34,33 @@ STORE_BATCHES = Counter("atom_store_batches_total", "Store write transactions", 
 STORE_EXECUTIONS = Counter("atom_store_writes_total", "Execution writes committed to the store", registry=REGISTRY)
 DEPLOYMENTS = Counter("atom_deployments_total", "Deployments, by outcome (deployed, rejected)", ["outcome"],
                       registry=REGISTRY)
+
+
+class ProcessMetrics:
+    """The execution metrics of one process, bound to its label once (`labels()` per execution costs more
+    than the updates themselves)."""
+
+    __slots__ = ("_finished", "in_flight", "name", "seconds")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.in_flight: Any = IN_FLIGHT.labels(name)
+        self.seconds: Any = EXECUTION_SECONDS.labels(name)
+        self._finished: dict[str, Any] = {}
+
+    def finished(self, status: str) -> Any:
+        """The counter of executions of this process that ended with `status`."""
+        got = self._finished.get(status)
+        if got is None:
+            got = self._finished[status] = EXECUTIONS.labels(self.name, status)
+        return got
+
+
+_PROCESSES: dict[str, ProcessMetrics] = {}
+
+
+def for_process(name: str) -> ProcessMetrics:
+    got = _PROCESSES.get(name)
+    if got is None:
+        got = _PROCESSES[name] = ProcessMetrics(name)
+    return got

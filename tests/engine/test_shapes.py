@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from connectors.testing import TestConnector
 
@@ -309,3 +310,39 @@ def test_record_fields(deploy) -> None:  # type: ignore[no-untyped-def]
                 "parentExecutionId", "topLevelExecutionId", "atomName", "nodeId"):
         assert key in rec
     assert rec["inboundDocumentSize"] == 3 and rec["outboundDocumentCount"] == 1
+
+
+def test_execution_bookkeeping(deploy) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+    import re
+
+    from atom import metrics
+    from atom.engine import new_execution_id
+
+    ids = {new_execution_id() for _ in range(200)}
+    assert len(ids) == 200
+    today = dt.datetime.now(dt.UTC)
+    for eid in ids:
+        m = re.fullmatch(r"execution-([0-9a-f-]{36})-(\d{4}\.\d{2}\.\d{2})", eid)
+        assert m is not None, eid
+        assert uuid.UUID(m.group(1)).version == 4 and str(uuid.UUID(m.group(1))) == m.group(1)
+        assert m.group(2) in (f"{today:%Y.%m.%d}", f"{today - dt.timedelta(seconds=5):%Y.%m.%d}")
+    assert new_execution_id(dt.datetime(2026, 1, 2, 23, 0)).endswith("-2026.01.02")
+    assert new_execution_id(86400 * 365.0).endswith("-1971.01.01")
+
+    dep = deploy(p="""
+        process: bookkept
+        shapes:
+          - {id: m, message: {template: "{{ execution.id }} {{ execution.process }} {{ execution.start }}"}}
+          - {id: r, return: {}}
+        """)
+    done = metrics.EXECUTIONS.labels("bookkept", "COMPLETE")._value.get()
+    ex = run(dep, "bookkept")
+    eid, name, start = ex.returned[0].text.split(" ")
+    assert (eid, name) == (ex.id, "bookkept")
+    assert dt.datetime.fromisoformat(start) == ex.start_time and ex.start_time.tzinfo == dt.UTC
+    assert ex.id.endswith(f"-{ex.start_time:%Y.%m.%d}")
+    assert ex.record()["executionTime"] == ex.start_time.isoformat().replace("+00:00", "Z")
+    assert ex.done.is_set()
+    assert metrics.EXECUTIONS.labels("bookkept", "COMPLETE")._value.get() == done + 1
+    assert metrics.IN_FLIGHT.labels("bookkept")._value.get() == 0
