@@ -165,6 +165,16 @@ class Execution:
         if level == "error":
             log.debug("%s %s: %s", self.id, shape, message)
 
+    def _first_warning(self) -> str:
+        """The message of a COMPLETE_WARN record: the first document error, else the first warning."""
+        if self.errors:
+            more = f" (and {len(self.errors) - 1} more document error(s))" if len(self.errors) > 1 else ""
+            return self.errors[0] + more
+        for e in self.logs:
+            if e.level in ("warning", "error"):
+                return f"{e.shape}: {e.message}" if e.shape else e.message
+        return ""
+
     def new_scope(self) -> int:
         self._scope_seq += 1
         return self._scope_seq
@@ -312,6 +322,8 @@ class Execution:
             log.error("execution %s failed:\n%s", self.id, traceback.format_exc())
             self.status, self.message = "ERROR", f"internal error: {type(exc).__name__}: {exc}"
         finally:
+            if self.status == "COMPLETE_WARN" and not self.message:
+                self.message = self._first_warning()
             self.duration_ms = int((time.perf_counter() - self._t0) * 1000)
             counters.in_flight.dec()
             counters.finished(self.status).inc()

@@ -110,6 +110,7 @@ def test_notify_logs_and_warns(deploy) -> None:  # type: ignore[no-untyped-def]
         """)
     ex = run(dep, "p", '{"id": 7}')
     assert ex.status == "COMPLETE_WARN"
+    assert ex.message == "n: late 7"  # the record says what the warning was
     assert [(e.level, e.shape, e.message) for e in ex.logs] == [("warning", "n", "late 7")]
     assert len(ex.returned) == 1
 

@@ -164,6 +164,7 @@ def test_a_stopped_backend_answers_503_naming_it_then_recovers(mashup: Setup) ->
     assert error["message"].endswith("(after 2 attempts)"), error["message"]
     record = mashup.atom.request("GET", f"/api/v1/executions/{r.header('X-Execution-Id')}").json()
     assert record["status"] == "COMPLETE_WARN"
+    assert record["message"], record
     assert mashup.overview("C-1001").json() == ADA
 
 
