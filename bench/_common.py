@@ -178,16 +178,25 @@ def run_wrk(url: str, *, duration: float, connections: int, threads: int = 1, bo
 
 
 def paced_wrk(url: str, rate: float, *, duration: float, body: Path | None = None,
-              headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+              headers: Mapping[str, str] | None = None, connections: int | None = None) -> dict[str, Any]:
     """Run wrk at about `rate` requests/s: each connection pauses between requests (wrk `delay()`).
 
-    The mean pause is 20 ms (exponentially distributed, see post.lua); a short calibration run
-    scales the number of connections to the rate wanted. The achieved rate is in `rps`."""
-    pause = 20
-    conns = max(1, round(rate * pause / 1000))
-    cal = run_wrk(url, duration=3, connections=conns, body=body, headers=headers, delay_ms=pause)
-    if cal["rps"]:  # below saturation the rate grows in proportion to the connections
-        conns = max(1, round(conns * rate / cal["rps"]))
+    By default the mean pause is 20 ms (exponentially distributed, see post.lua) and a short
+    calibration run scales the number of connections to the rate wanted (many clients, each
+    sending now and then). With `connections`, that many clients send at the rate together and the
+    calibration scales their pause instead. The achieved rate is in `rps`."""
+    if connections is None:
+        pause = 20
+        conns = max(1, round(rate * pause / 1000))
+        cal = run_wrk(url, duration=3, connections=conns, body=body, headers=headers, delay_ms=pause)
+        if cal["rps"]:  # below saturation the rate grows in proportion to the connections
+            conns = max(1, round(conns * rate / cal["rps"]))
+    else:
+        conns = connections
+        pause = max(1, round(conns * 1000 / rate))
+        cal = run_wrk(url, duration=3, connections=conns, body=body, headers=headers, delay_ms=pause)
+        if cal["rps"]:  # the time between two requests of a client is its pause plus the answer time
+            pause = max(1, round(pause * cal["rps"] / rate))
     res = run_wrk(url, duration=duration, connections=conns, body=body, headers=headers, delay_ms=pause)
     res["target_rps"] = rate
     return res

@@ -142,7 +142,8 @@ def measure(t: Target, work: Path, args: argparse.Namespace) -> None:
         if prof is not None:
             prof.wait(args.duration + 30)
         half = paced_wrk(url, peak["rps"] / 2, duration=args.duration)
-        t.result = {"max": peak, "half": half, "rss_mb": server.peak_rss_mb()}
+        half10 = paced_wrk(url, peak["rps"] / 2, duration=args.duration, connections=10)
+        t.result = {"max": peak, "half": half, "half10": half10, "rss_mb": server.peak_rss_mb()}
         if t.atom_mode == "general":
             status, _, body = http("GET", f"{base}/api/v1/executions?limit=1")
             t.result["records_persisted"] = status == 200 and bool(json.loads(body).get("items"))
@@ -157,12 +158,13 @@ def measure(t: Target, work: Path, args: argparse.Namespace) -> None:
                 print(text)
     finally:
         server.stop()
-    for what in ("max", "half"):
+    for what in ("max", "half", "half10"):
         if t.result[what]["error_count"]:
             note(f"{t.label}: {t.result[what]['errors']} socket/status errors in the {what} run")
     m, h = t.result["max"], t.result["half"]
     print(f"   {t.label:32} {m['rps']:9,.0f} req/s  p50 {m['ms']['p50']:6.2f} ms  p99 {m['ms']['p99']:6.2f} ms"
           f"  | at {h['rps']:,.0f} req/s: p50 {h['ms']['p50']:.2f} ms, p99 {h['ms']['p99']:.2f} ms"
+          f" (10 clients: p99 {t.result['half10']['ms']['p99']:.2f} ms)"
           f"  | server CPU {m.get('cpu_us_per_request', 0):.0f} us/request, {m.get('cpu_cores_used', 0):.2f} cores",
           flush=True)
 
@@ -284,13 +286,13 @@ def main() -> int:
     got = {t.key: t for t in targets if t.result}
     rows = []
     for t in got.values():
-        m, h = t.result["max"], t.result["half"]
+        m, h, h10 = t.result["max"], t.result["half"], t.result["half10"]
         rows.append([t.label, m["rps"], m["ms"]["p50"], m["ms"]["p99"], m.get("cpu_us_per_request"),
-                     m.get("cpu_cores_used"), h["rps"], h["ms"]["p50"], h["ms"]["p99"],
-                     t.result.get("rss_mb"), m["error_count"] + h["error_count"]])
+                     m.get("cpu_cores_used"), h["rps"], h["ms"]["p50"], h["ms"]["p99"], h10["ms"]["p99"],
+                     t.result.get("rss_mb"), m["error_count"] + h["error_count"] + h10["error_count"]])
     print()
     print(table(["target", "max req/s", "p50 ms", "p99 ms", "CPU us/req", "cores", "paced req/s", "paced p50 ms",
-                 "paced p99 ms", "peak RSS MB", "errors"], rows))
+                 "paced p99 ms", "paced p99 ms, 10 clients", "peak RSS MB", "errors"], rows))
 
     def rps(k: str) -> float | None:
         return got[k].result["max"]["rps"] if k in got else None
@@ -316,11 +318,14 @@ def main() -> int:
     info = [("b'/a atom low_latency, template / aiohttp", ratio(rps("atom-ll-template"), rps("aiohttp"))),
             ("e/a  atom echo (no mapping) / aiohttp", ratio(rps("atom-ll-echo"), rps("aiohttp")))]
     ratio_rows += [[n, r, "-", "-"] for n, r in info if r is not None]
-    for k in ("atom-ll", "atom-general"):
+    # p99 at half load: with many clients (each pausing ~20 ms) and with 10 clients sending more often;
+    # the bare handler's figures show how much of the tail the shared machine and wrk add by themselves
+    for k in ("aiohttp", "atom-ll", "atom-general"):
         if k in got:
-            p99 = got[k].result["half"]["ms"]["p99"]
-            ratio_rows.append([f"p99 at 50% load, {got[k].label[4:]}", p99, "< 10 ms",
-                               verdict(p99, 10, higher_is_better=False)])
+            for what, who in (("half", "many clients"), ("half10", "10 clients")):
+                p99 = got[k].result[what]["ms"]["p99"]
+                ratio_rows.append([f"p99 at 50% load, {who}, {got[k].label[4:]}", p99, "< 10 ms",
+                                   verdict(p99, 10, higher_is_better=False) if k != "aiohttp" else "-"])
     print()
     print(table(["ratio (throughput)", "value", "target", "verdict"], ratio_rows))
     save_results("listener", {
