@@ -1,4 +1,5 @@
-"""The `database` connector: SQLite (aiosqlite) and PostgreSQL (asyncpg). See `connector.py`."""
+"""The `database` connector: SQLite (aiosqlite), PostgreSQL (asyncpg), MySQL and MariaDB (aiomysql). See
+`connector.py`."""
 
 from __future__ import annotations
 

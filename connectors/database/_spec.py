@@ -6,9 +6,12 @@ and docs/connectors/database.md follow them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from pymysql.charset import charset_by_name
 
 from atom.errors import Location
 from atom.expressions import ExpressionSyntaxError, compile_jsonpath, jsonpath
@@ -34,8 +37,18 @@ from ._sql import COLUMN_RE, TABLE_RE
 
 # ------------------------------------------------------------------------------------------------ URLs
 
-SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
-_UNSUPPORTED = {"mysql", "mariadb", "mysql+aiomysql", "mssql", "oracle"}
+SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql",
+           "mariadb": "mysql"}
+_UNSUPPORTED = {"mysql+aiomysql", "mysql+pymysql", "mssql", "oracle"}
+_SUPPORTED = "supported: sqlite, postgresql, mysql, mariadb"
+#: query parameters of a MySQL URL (a `password` parameter is taken like the password of the URL)
+MYSQL_PARAMS = ("charset", "ssl", "ssl_ca")
+#: multi-byte character sets in which a backslash-escaped quote can be read as part of a character
+_UNSAFE_CHARSETS = {"big5", "cp932", "gb2312", "gbk", "gb18030", "sjis"}
+#: `ssl=` values of a MySQL URL: no TLS, TLS without checking the certificate, TLS with the certificate
+#: checked against the CAs (system ones or `ssl_ca`), and also the host name
+MYSQL_SSL = {"false": "disabled", "disabled": "disabled", "required": "required",
+             "verify_ca": "verify_ca", "true": "verify_identity", "verify_identity": "verify_identity"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,15 @@ class DatabaseUrl:
     dsn: str = ""
     password: str | None = None
     display: str = ""
+    #: MySQL / MariaDB: where and as whom to connect (an empty database: none selected)
+    host: str = ""
+    port: int = 0
+    user: str = ""
+    database: str = ""
+    #: MySQL / MariaDB: the client character set and the TLS mode (a value of MYSQL_SSL) and CA file
+    charset: str = "utf8mb4"
+    ssl: str = "disabled"
+    ssl_ca: str = ""
 
     @property
     def memory(self) -> bool:
@@ -56,18 +78,19 @@ class DatabaseUrl:
 
 
 def parse_url(url: str) -> DatabaseUrl:
-    """Parse `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:` or
-    `postgresql://user:pass@host:port/db?sslmode=require`. Raises ValueError (the message never holds
-    the password)."""
+    """Parse `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite:///:memory:`,
+    `postgresql://user:pass@host:port/db?sslmode=require` or `mysql://user:pass@host:port/db?ssl=true`
+    (`mariadb://` alike). Raises ValueError (the message never holds the password)."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
-        raise ValueError("expected a URL like sqlite:///data/app.db or postgresql://user@host:5432/db")
+        raise ValueError("expected a URL like sqlite:///data/app.db, postgresql://user@host:5432/db or "
+                         "mysql://user@host:3306/db")
     if scheme in _UNSUPPORTED:
-        raise ValueError(f"'{scheme}' databases are not supported (supported: sqlite, postgresql)")
+        raise ValueError(f"'{scheme}' databases are not supported ({_SUPPORTED})")
     dialect = SCHEMES.get(scheme)
     if dialect is None:
-        raise ValueError(f"unknown database scheme '{scheme}' (supported: sqlite, postgresql)")
+        raise ValueError(f"unknown database scheme '{scheme}' ({_SUPPORTED})")
     if dialect == "sqlite":
         if not rest.startswith("/"):
             raise ValueError("a SQLite URL has three slashes and no host: sqlite:///relative/path.db, "
@@ -79,11 +102,12 @@ def parse_url(url: str) -> DatabaseUrl:
         if not path:
             raise ValueError("the SQLite URL names no file (sqlite:///path/to/file.db or sqlite:///:memory:)")
         return DatabaseUrl("sqlite", path=path, display=f"sqlite:///{path}")
+    name = "PostgreSQL" if dialect == "postgresql" else "MySQL"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"malformed PostgreSQL URL: {_strip(str(exc), url)}") from None
+        raise ValueError(f"malformed {name} URL: {_strip(str(exc), url)}") from None
     password = unquote(parts.password) if parts.password is not None else None
     query = parse_qsl(parts.query, keep_blank_values=True)
     for k, v in query:
@@ -92,9 +116,40 @@ def parse_url(url: str) -> DatabaseUrl:
     host = parts.hostname or ""
     netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
     user = quote(unquote(parts.username), safe="") if parts.username else ""
-    clean_q = urlencode([(k, v) for k, v in query if "password" not in k.lower()])
-    dsn = urlunsplit(SplitResult("postgresql", f"{user}@{netloc}" if user else netloc, parts.path, clean_q, ""))
-    return DatabaseUrl("postgresql", dsn=dsn, password=password, display=dsn)
+    clean = [(k, v) for k, v in query if "password" not in k.lower()]
+    display = urlunsplit(SplitResult("postgresql" if dialect == "postgresql" else scheme,
+                                     f"{user}@{netloc}" if user else netloc, parts.path, urlencode(clean), ""))
+    if dialect == "postgresql":
+        return DatabaseUrl("postgresql", dsn=display, password=password, display=display)
+    return _mysql_url(parts, clean, password, display)
+
+
+def _mysql_url(parts: SplitResult, query: list[tuple[str, str]], password: str | None,
+               display: str) -> DatabaseUrl:
+    database = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if "/" in database:
+        raise ValueError(f"a MySQL URL names one database after the host, not '{database}'")
+    options = {"charset": "utf8mb4", "ssl": "", "ssl_ca": ""}
+    for k, v in query:
+        key = k.lower()
+        if key not in MYSQL_PARAMS:
+            raise ValueError(f"unknown MySQL URL parameter '{k}' (known: {', '.join(MYSQL_PARAMS)})")
+        options[key] = v
+    charset = options["charset"].lower()
+    if not re.fullmatch(r"[a-z0-9_]+", charset) or charset_by_name(charset) is None:
+        raise ValueError(f"unknown MySQL character set '{options['charset']}' (e.g. utf8mb4, latin1)")
+    if charset in _UNSAFE_CHARSETS:
+        raise ValueError(f"the character set '{charset}' is not supported: text values cannot be escaped "
+                         "safely in it (use utf8mb4)")
+    given = options["ssl"] or ("verify_identity" if options["ssl_ca"] else "disabled")
+    ssl = MYSQL_SSL.get(given.lower())
+    if ssl is None:
+        raise ValueError(f"ssl={given} is not one of: {', '.join(MYSQL_SSL)}")
+    if options["ssl_ca"] and ssl in ("disabled", "required"):
+        raise ValueError(f"ssl_ca checks the server's certificate, which ssl={given} does not")
+    return DatabaseUrl("mysql", password=password, display=display, host=parts.hostname or "localhost",
+                       port=parts.port or 3306, user=unquote(parts.username or ""), database=database,
+                       charset=charset, ssl=ssl, ssl_ca=options["ssl_ca"])
 
 
 def safe_display(url: str) -> str:
@@ -197,7 +252,7 @@ PARAM = Custom(_check_param, {"type": ["string", "number", "boolean", "null"]},
 
 POOL_SPEC = Spec([
     Field("min_size", Int(minimum=0), default=1,
-          description="connections opened at start and kept open (PostgreSQL)"),
+          description="connections opened at start and kept open (PostgreSQL, MySQL)"),
     Field("max_size", Int(minimum=1), default=10,
           description="most connections open at once; SQLite files use it too, `:memory:` always uses one"),
 ], summary="Connection pool of the connection (shared by all executions)")
@@ -206,18 +261,19 @@ POOL_DEFAULTS = {f.name: f.default for f in POOL_SPEC.fields}
 
 CONNECTION_SPEC = Spec([
     Field("url", Str(), required=True,
-          description="sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory: or "
-                      "postgresql://user[:password]@host[:port]/database[?sslmode=require]; a password in "
-                      "the URL is a secret like `password`",
+          description="sqlite:///relative/path.db, sqlite:////absolute/path.db, sqlite:///:memory:, "
+                      "postgresql://user[:password]@host[:port]/database[?sslmode=require] or "
+                      "mysql://user[:password]@host[:port]/database[?charset=utf8mb4&ssl=true] (mariadb:// "
+                      "alike); a password in the URL is a secret like `password`",
           example="postgresql://svc@127.0.0.1:5432/erp"),
     Field("password", Str(), secret=True,
-          description="PostgreSQL password (wins over one in the URL)"),
+          description="PostgreSQL or MySQL password (wins over one in the URL)"),
     Field("pool", Object(POOL_SPEC), default=lambda: dict(POOL_DEFAULTS), description="connection pool"),
     Field("init", ListOf(Str()), default=list,
           description="SQL run once when the connection starts, in order (e.g. CREATE TABLE IF NOT EXISTS "
                       "...); a failing statement fails the start"),
     *NETWORK_FIELDS,
-], summary="A SQLite file or a PostgreSQL database")
+], summary="A SQLite file, a PostgreSQL database or a MySQL / MariaDB database")
 
 
 # ------------------------------------------------------------------------------------------ operations

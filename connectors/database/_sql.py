@@ -1,7 +1,8 @@
 """SQL text: named parameters, identifiers, and the statements of the table modes.
 
 Nothing here talks to a database. Values never enter SQL text: they travel as bound parameters
-(`?N` for SQLite, `$N` for PostgreSQL); only validated, quoted identifiers are written into it.
+(`?N` for SQLite, `$N` for PostgreSQL, `%(N)s` for MySQL, whose driver escapes them); only validated,
+quoted identifiers are written into it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 #: A column name (never qualified: it names a column of the operation's table).
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-DIALECTS = ("sqlite", "postgresql")
+DIALECTS = ("sqlite", "postgresql", "mysql")
 MODES = ("insert", "update", "upsert", "delete")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -28,14 +29,24 @@ class SqlTextError(ValueError):
     """SQL text that cannot be used (unterminated literal, positional parameters)."""
 
 
-def quote(name: str) -> str:
-    """Quote a validated identifier (`schema.table` -> `"schema"."table"`)."""
-    return ".".join(f'"{part}"' for part in name.split("."))
+def quote(name: str, dialect: str = "sqlite") -> str:
+    """Quote a validated identifier (`schema.table` -> `"schema"."table"`, for MySQL `` `schema`.`table` ``)."""
+    mark = "`" if dialect == "mysql" else '"'
+    return ".".join(f"{mark}{part}{mark}" for part in name.split("."))
 
 
 def placeholder(dialect: str, n: int) -> str:
-    """The bound-parameter marker number `n` (1-based) of a dialect."""
+    """The bound-parameter marker number `n` (1-based) of a dialect.
+
+    MySQL's driver takes `%s`-style markers; the numbered form `%(n)s` lets a name used twice bind one
+    value, and a literal `%` in MySQL text is written `%%`."""
+    if dialect == "mysql":
+        return f"%({n})s"
     return f"${n}" if dialect == "postgresql" else f"?{n}"
+
+
+def _text_part(dialect: str, part: str) -> str:
+    return part.replace("%", "%%") if dialect == "mysql" else part
 
 
 def _ident_char(c: str) -> bool:
@@ -57,7 +68,8 @@ class NamedSQL:
         self._parts: list[str | int] = []
         self.names: tuple[str, ...] = ()
         self._parse()
-        self._texts = {d: "".join(p if isinstance(p, str) else placeholder(d, p + 1) for p in self._parts)
+        self._texts = {d: "".join(_text_part(d, p) if isinstance(p, str) else placeholder(d, p + 1)
+                                  for p in self._parts)
                        for d in DIALECTS}
 
     def _parse(self) -> None:
@@ -121,7 +133,7 @@ class NamedSQL:
         self.names = tuple(names)
 
     def text(self, dialect: str) -> str:
-        """The SQL for a dialect (`sqlite` or `postgresql`), with numbered placeholders."""
+        """The SQL for a dialect (`sqlite`, `postgresql` or `mysql`), with numbered placeholders."""
         return self._texts[dialect]
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
@@ -158,6 +170,32 @@ def _end_of_quoted(sql: str, start: int, quote_char: str, backslash_escapes: boo
 
 
 @dataclass(frozen=True, slots=True)
+class ReadBack:
+    """How MySQL, which has no RETURNING, reads the written rows back inside the same transaction.
+
+    The rows are found by the values of the `by` columns (at positions `at` of the statement's
+    arguments), or, with no `by`, by the table's AUTO_INCREMENT column and the id the insert generated.
+    `before`: read (and lock) the rows before the statement runs, as a delete leaves nothing to read.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    by: tuple[str, ...]
+    at: tuple[int, ...]
+    before: bool
+
+    def select(self, by: Sequence[str]) -> str:
+        cols = "*" if "*" in self.columns else ", ".join(quote(c, "mysql") for c in self.columns)
+        where = " AND ".join(f"{quote(c, 'mysql')} = {placeholder('mysql', i + 1)}" for i, c in enumerate(by))
+        return f"SELECT {cols} FROM {quote(self.table, 'mysql')} WHERE {where}{' FOR UPDATE' if self.before else ''}"
+
+
+#: The AUTO_INCREMENT column of a MySQL table (arguments: schema or None for the current one, table).
+AUTO_INCREMENT_SQL = ("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "
+                      "COALESCE(%(1)s, DATABASE()) AND TABLE_NAME = %(2)s AND EXTRA LIKE '%%auto_increment%%'")
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
     """A statement built for one table mode and one set of columns."""
 
@@ -165,6 +203,8 @@ class Statement:
     #: column names in placeholder order
     order: tuple[str, ...]
     returns_rows: bool
+    #: MySQL with `returning`: how to read the written rows back
+    read_back: ReadBack | None = None
 
     def args(self, values: Mapping[str, Any]) -> list[Any]:
         return [values.get(c) for c in self.order]
@@ -180,37 +220,62 @@ def build_statement(dialect: str, mode: str, table: str, key: Sequence[str], col
     if mode != "insert" and missing:
         raise ValueError(f"key column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
                          "has no value")
-    t = quote(table)
+
+    def q(name: str) -> str:
+        return quote(name, dialect)
+
+    def mark(n: int) -> str:
+        return placeholder(dialect, n)
+
+    mysql = dialect == "mysql"
+    t = q(table)
     ret = ""
-    if returning:
-        ret = " RETURNING " + ("*" if "*" in returning else ", ".join(quote(c) for c in returning))
+    if returning and not mysql:
+        ret = " RETURNING " + ("*" if "*" in returning else ", ".join(q(c) for c in returning))
     if mode in ("insert", "upsert"):
         if not columns:
             raise ValueError("there is no column to write")
-        marks = ", ".join(placeholder(dialect, i + 1) for i in range(len(columns)))
-        sql = f"INSERT INTO {t} ({', '.join(quote(c) for c in columns)}) VALUES ({marks})"
+        marks = ", ".join(mark(i + 1) for i in range(len(columns)))
+        sql = f"INSERT INTO {t} ({', '.join(q(c) for c in columns)}) VALUES ({marks})"
         if mode == "upsert":
             rest = [c for c in columns if c not in key]
-            target = ", ".join(quote(k) for k in key)
-            if rest:
-                sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in rest)
+            target = ", ".join(q(k) for k in key)
+            if mysql:
+                # ON DUPLICATE KEY fires on any unique key; with only key columns, set one to itself
+                sets = ", ".join(f"{q(c)} = VALUES({q(c)})" for c in rest) or f"{q(key[0])} = {q(key[0])}"
+                sql += f" ON DUPLICATE KEY UPDATE {sets}"
+            elif rest:
+                sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in rest)
                 sql += f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
             else:
                 sql += f" ON CONFLICT ({target}) DO NOTHING"
-        return Statement(sql + ret, tuple(columns), bool(returning))
-    where = " AND ".join(f"{quote(k)} = {{}}" for k in key)
+        by = tuple(key) if key and not missing else ()
+        return _statement(sql + ret, tuple(columns), returning, mysql, table, by, before=False)
+    where = " AND ".join(f"{q(k)} = {{}}" for k in key)
     if mode == "update":
         rest = [c for c in columns if c not in key]
         if not rest:
             raise ValueError("there is no column to update besides the key")
         order = (*rest, *key)
-        sets = ", ".join(f"{quote(c)} = {placeholder(dialect, i + 1)}" for i, c in enumerate(rest))
-        keys = [placeholder(dialect, len(rest) + i + 1) for i in range(len(key))]
-        return Statement(f"UPDATE {t} SET {sets} WHERE {where.format(*keys)}{ret}", order, bool(returning))
+        sets = ", ".join(f"{q(c)} = {mark(i + 1)}" for i, c in enumerate(rest))
+        keys = [mark(len(rest) + i + 1) for i in range(len(key))]
+        sql = f"UPDATE {t} SET {sets} WHERE {where.format(*keys)}{ret}"
+        return _statement(sql, order, returning, mysql, table, tuple(key), before=False)
     if mode == "delete":
-        keys = [placeholder(dialect, i + 1) for i in range(len(key))]
-        return Statement(f"DELETE FROM {t} WHERE {where.format(*keys)}{ret}", tuple(key), bool(returning))
+        keys = [mark(i + 1) for i in range(len(key))]
+        sql = f"DELETE FROM {t} WHERE {where.format(*keys)}{ret}"
+        return _statement(sql, tuple(key), returning, mysql, table, tuple(key), before=True)
     raise ValueError(f"unknown mode '{mode}'")
+
+
+def _statement(sql: str, order: tuple[str, ...], returning: Sequence[str], mysql: bool, table: str,
+               by: tuple[str, ...], before: bool) -> Statement:
+    if not returning:
+        return Statement(sql, order, False)
+    if not mysql:
+        return Statement(sql, order, True)
+    back = ReadBack(table, tuple(returning), by, tuple(order.index(c) for c in by), before)
+    return Statement(sql, order, True, back)
 
 
 def invalid_columns(names: Iterable[str]) -> list[str]:

@@ -3,7 +3,9 @@
 Reading: every column value becomes a JSON value (`to_json`). Writing: JSON values are bound as
 parameters; SQLite takes them as they are (`to_sqlite`), PostgreSQL needs the Python type of each
 parameter's column type, so strings such as `"2024-05-01"` or `"12.50"` are converted for a `date`
-or `numeric` parameter (`to_postgres`).
+or `numeric` parameter (`to_postgres`). MySQL takes each value as an escaped SQL literal
+(`mysql_literal`) and converts strings to the column's type itself; its column values are decoded by
+`MYSQL_DECODERS` first.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import base64
 import datetime as dt
 import math
 import uuid
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
+from pymysql.constants import FIELD_TYPE
+from pymysql.converters import convert_date, convert_datetime, decoders, through
 
 _UTC = dt.UTC
 
@@ -204,3 +209,77 @@ def _parse_datetime(text: str) -> dt.datetime:
     except ValueError:
         raise ValueError(f"{text!r} is not a date and time (expected ISO 8601, e.g. "
                          "2024-05-01T10:30:00Z)") from None
+
+
+# ------------------------------------------------------------------------------------------- MySQL
+
+
+def mysql_literal(value: Any, quote_text: Callable[[str], str]) -> str:
+    """The SQL literal of a MySQL parameter; `quote_text` is the driver's quoting of text, which knows
+    whether the session treats backslashes as escapes. Objects and lists become JSON text, a datetime
+    with a time zone its UTC time (the session's time zone), binary data a hex literal. Raises
+    ValueError for a value MySQL cannot store (NaN, infinity)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return quote_text(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} cannot be stored in MySQL")
+        return repr(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} cannot be stored in MySQL")
+        return format(value, "f")
+    if isinstance(value, (dict, list, tuple)):
+        return quote_text(json_text(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"_binary X'{bytes(value).hex()}'"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_UTC).replace(tzinfo=None)
+        return quote_text(value.isoformat(sep=" "))
+    if isinstance(value, (dt.date, dt.time)):
+        return quote_text(value.isoformat())
+    if isinstance(value, dt.timedelta):
+        micros = round(value.total_seconds() * 1_000_000)
+        sign, micros = ("-" if micros < 0 else ""), abs(micros)
+        secs, frac = divmod(micros, 1_000_000)
+        return quote_text(f"{sign}{secs // 3600}:{secs // 60 % 60:02d}:{secs % 60:02d}.{frac:06d}")
+    return quote_text(str(value))
+
+
+def _mysql_timestamp(text: str) -> Any:
+    """TIMESTAMP values arrive in the session's time zone, which the connector sets to UTC."""
+    value = convert_datetime(text)
+    return value.replace(tzinfo=_UTC) if isinstance(value, dt.datetime) else value
+
+
+def _mysql_json(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _mysql_bit(data: Any) -> Any:
+    return int.from_bytes(data, "big") if isinstance(data, (bytes, bytearray)) else data
+
+
+#: How column values are decoded (by MySQL field type), before `to_json`: DECIMAL as Decimal, DATE and
+#: DATETIME as date / datetime (a zero date stays text), TIMESTAMP as UTC datetime, TIME as its text
+#: (it may exceed a day), JSON (MySQL's type; MariaDB's JSON is text) parsed, BIT as an integer,
+#: binary strings and BLOBs as bytes.
+MYSQL_DECODERS: dict[int, Any] = {
+    **decoders,
+    FIELD_TYPE.TIMESTAMP: _mysql_timestamp,
+    FIELD_TYPE.DATETIME: convert_datetime,
+    FIELD_TYPE.DATE: convert_date,
+    FIELD_TYPE.TIME: through,
+    FIELD_TYPE.JSON: _mysql_json,
+    FIELD_TYPE.BIT: _mysql_bit,
+}

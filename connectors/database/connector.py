@@ -1,10 +1,15 @@
-"""The `database` connector: SQL queries and table writes on SQLite (aiosqlite) or PostgreSQL (asyncpg).
+"""The `database` connector: SQL queries and table writes on SQLite (aiosqlite), PostgreSQL (asyncpg) or
+MySQL / MariaDB (aiomysql).
 
 `get` runs a query with named parameters once per input document (once when there is none) and
 returns one document per row, or one JSON array document. `send` writes every row of every document
 (a JSON array document holds one row per element) with insert / update / upsert / delete on a table,
 or runs a parameterised statement per row; the input documents go on with `rows_affected` (and the
 other result properties) set.
+
+MySQL has no RETURNING: `returning` reads the written rows back in the same transaction (by key, or
+by the AUTO_INCREMENT id of an insert), and an upsert counts one row per row written, where MySQL
+itself counts an updated row twice.
 
 Failures: connection failures (and lock timeouts, serialization failures, deadlocks) are retried by
 the connection's retry policy, the whole transaction at a time; constraint violations, SQL errors and
@@ -30,7 +35,7 @@ from atom.resilience import CircuitBreaker, call_with_retry
 from atom.spec import CheckContext, Spec
 from atom.yamlio import Where
 
-from ._backends import Backend, DbError, PostgresBackend, Result, Session, SqliteBackend
+from ._backends import Backend, DbError, MysqlBackend, PostgresBackend, Result, Session, SqliteBackend
 from ._spec import (
     CONNECTION_SPEC,
     GET_SPEC,
@@ -41,7 +46,7 @@ from ._spec import (
     parse_url,
     safe_display,
 )
-from ._sql import COLUMN_RE, NamedSQL, SqlTextError, Statement, build_statement
+from ._sql import AUTO_INCREMENT_SQL, COLUMN_RE, NamedSQL, ReadBack, SqlTextError, Statement, build_statement
 
 log = logging.getLogger("atom.connectors.database")
 
@@ -119,6 +124,8 @@ class SendPlan:
     needs_scope: bool
     needs_json: bool
     _built: dict[tuple[str, tuple[str, ...]], Statement] = field(default_factory=dict)
+    #: MySQL `returning` on insert: table -> its AUTO_INCREMENT column (None: it has none)
+    auto_columns: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def from_op(cls, op: Mapping[str, Any]) -> SendPlan:
@@ -168,6 +175,7 @@ class _Step:
     labels: tuple[str, ...]
     args: list[list[Any]]
     returns_rows: bool
+    read_back: ReadBack | None = None
 
 
 @dataclass(slots=True)
@@ -189,10 +197,11 @@ class _DocFailed(ConnectorError):
 
 
 class DatabaseConnector(Connector):
-    """A SQLite file or PostgreSQL database: queries (`get`) and table writes or statements (`send`)."""
+    """A SQLite file or a PostgreSQL, MySQL or MariaDB database: queries (`get`) and table writes or
+    statements (`send`)."""
 
     type = "database"
-    summary = ("SQL databases (SQLite, PostgreSQL): run queries with named parameters (get); insert, "
+    summary = ("SQL databases (SQLite, PostgreSQL, MySQL, MariaDB): run queries with named parameters (get); insert, "
                "update, upsert or delete rows, or run statements, in batch or per-document transactions "
                "(send)")
     connection_spec: ClassVar[Spec] = CONNECTION_SPEC
@@ -300,8 +309,8 @@ class DatabaseConnector(Connector):
     # ------------------------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the database (SQLite: create missing parent directories; PostgreSQL: the pool with its
-        `min_size` connections) with the retry policy, then run `init`. Raises ConnectorError."""
+        """Open the database (SQLite: create missing parent directories; PostgreSQL, MySQL: the pool with
+        its `min_size` connections) with the retry policy, then run `init`. Raises ConnectorError."""
         if self.backend is not None:
             return
         try:
@@ -334,11 +343,14 @@ class DatabaseConnector(Connector):
     def _make_backend(self, url: DatabaseUrl) -> Backend:
         if url.dialect == "sqlite":
             return SqliteBackend(url.path, self.pool["max_size"], self.timeout)
+        if url.dialect == "mysql":
+            return MysqlBackend(url, self.password or url.password, self.pool["min_size"], self.pool["max_size"],
+                                self.timeout, self.connect_timeout)
         return PostgresBackend(url.dsn, self.password or url.password, self.pool["min_size"],
                                self.pool["max_size"], self.timeout, self.connect_timeout)
 
     async def stop(self) -> None:
-        """Close every connection (PostgreSQL waits up to `timeout` for borrowed ones)."""
+        """Close every connection (PostgreSQL and MySQL wait up to `timeout` for borrowed ones)."""
         backend, self.backend = self.backend, None
         if backend is not None:
             await backend.close()
@@ -572,7 +584,7 @@ class DatabaseConnector(Connector):
                 if plan.statement is not None:
                     values = _evaluate(plan.params, scope, row)
                     sql, labels = plan.statement.text(dialect), plan.statement.labels
-                    args, returns_rows = plan.statement.args(values), False
+                    args, returns_rows, read_back = plan.statement.args(values), False, None
                 else:
                     if plan.columns is not None:
                         values = _evaluate(plan.columns, scope, row)
@@ -584,12 +596,13 @@ class DatabaseConnector(Connector):
                             raise ValueError(f"key column '{nulls[0]}' is null")
                     stmt = plan.built(dialect, tuple(values))
                     sql, labels, args, returns_rows = stmt.sql, stmt.order, stmt.args(values), stmt.returns_rows
+                    read_back = stmt.read_back
             except (DocumentError, ValueError) as exc:
                 raise ValueError(f"{where}{exc}") from None
             if steps and steps[-1].sql == sql:
                 steps[-1].args.append(args)
             else:
-                steps.append(_Step(sql, labels, [args], returns_rows))
+                steps.append(_Step(sql, labels, [args], returns_rows, read_back))
         return steps
 
 
@@ -599,13 +612,22 @@ async def _write(s: Session, work: Sequence[_Step], plan: SendPlan, dialect: str
     want_id = plan.mode == "insert" and plan.statement is None and dialect == "sqlite"
     returned: list[dict[str, Any]] | None = [] if plan.returning else None
     bulk = plan.statement is None and plan.mode in ("insert", "upsert")
+    # MySQL counts an upserted row 2 when it updated it: count rows written, as for the other databases
+    per_row = dialect == "mysql" and plan.statement is None and plan.mode == "upsert"
     for step in work:
         if bulk and not step.returns_rows and len(step.args) > 1:
             result = await s.run_many(step.sql, step.args, step.labels, want_id)
+            if per_row:
+                result.rowcount = len(step.args)
             _merge(outcome, result, None)
             continue
         for args in step.args:
-            result = await s.run(step.sql, args, step.labels)
+            if step.read_back is not None:
+                result = await _read_back(s, step, step.read_back, args, plan)
+            else:
+                result = await s.run(step.sql, args, step.labels)
+            if per_row:
+                result.rowcount = 1
             if result.rows is not None and returned is None:
                 returned = []
             _merge(outcome, result, returned)
@@ -613,6 +635,34 @@ async def _write(s: Session, work: Sequence[_Step], plan: SendPlan, dialect: str
         outcome.last_row_id = None
     outcome.returned = returned
     return outcome
+
+
+async def _read_back(s: Session, step: _Step, back: ReadBack, args: list[Any], plan: SendPlan) -> Result:
+    """MySQL `returning`: run the statement and read the written rows in the same transaction, by their
+    key values, or by the AUTO_INCREMENT id of an insert; a delete reads (and locks) them first."""
+    limit = 1_000_000
+    if back.before:
+        rows = await s.fetch(back.select(back.by), [args[i] for i in back.at], back.by, limit)
+        result = await s.run(step.sql, args, step.labels)
+        result.rows = rows if result.rowcount else []
+        return result
+    result = await s.run(step.sql, args, step.labels)
+    if back.by:
+        result.rows = await s.fetch(back.select(back.by), [args[i] for i in back.at], back.by, limit)
+        return result
+    if back.table not in plan.auto_columns:
+        schema, _, name = back.table.rpartition(".")
+        found = await s.fetch(AUTO_INCREMENT_SQL, [schema or None, name], ("schema", "table"), 2)
+        plan.auto_columns[back.table] = str(next(iter(found[0].values()))) if found else None
+    auto = plan.auto_columns[back.table]
+    if auto is None:
+        raise DbError(f"returning: table {back.table} has no AUTO_INCREMENT column to find the inserted row by; "
+                      "give key (the column or columns that find it)")
+    value = args[step.labels.index(auto)] if auto in step.labels else None
+    if value is None:
+        value = result.last_row_id
+    result.rows = await s.fetch(back.select((auto,)), [value], (auto,), limit) if value is not None else []
+    return result
 
 
 def _merge(outcome: _DocOutcome, result: Result, returned: list[dict[str, Any]] | None) -> None:

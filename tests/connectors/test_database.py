@@ -446,7 +446,8 @@ def test_operation_checks() -> None:
 
 
 @pytest.mark.parametrize(("url", "message"), [
-    ("mysql://root@127.0.0.1/test", "'mysql' databases are not supported (supported: sqlite, postgresql)"),
+    ("mssql://sa@127.0.0.1/test", "'mssql' databases are not supported (supported: sqlite, postgresql, mysql, mariadb)"),
+    ("mysql://root@127.0.0.1/test?sslmode=require", "unknown MySQL URL parameter 'sslmode' (known: charset, ssl, ssl_ca)"),
     ("sqlite://data/app.db", "a SQLite URL has three slashes"),
     ("oracle+x://h/db", "unknown database scheme 'oracle+x'"),
     ("just-a-path.db", "expected a URL like"),
