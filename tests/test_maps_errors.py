@@ -118,7 +118,7 @@ def test_columns_formats_and_structure_problems() -> None:
         output: {format: flat, delimiter: ",", columns: [{name: a, width: 3}]}
         fields: {a: $.a}
         """) == [
-        "m.yaml:2:8: error: 'jsn' is not one of json, xml, csv, flat (did you mean 'json'?)",
+        "m.yaml:2:8: error: 'jsn' is not one of json, xml, csv, flat, x12 (did you mean 'json'?)",
         "m.yaml:3:49: error: column widths are for positional files; this file has a delimiter",
     ]
     assert problems("""

@@ -27,6 +27,9 @@ from ._paths import (
 from ._rules import Check, CompiledMap, Compute, Group, Leaf, Node, Obj, PropertySetter, Repeat, Run
 from ._spec import RULE_KEYS, TYPES, Raw
 from ._values import CONVERSIONS, MapValueError, evaluate, is_blank, plain
+from ._x12 import SEGMENT as X12_SEGMENT
+from ._x12 import X12Output, X12Writer
+from ._x12 import target as x12_target
 
 _QNAME = re.compile(r"^(?:([A-Za-z_][\w.\-]*):)?([A-Za-z_][\w.\-]*)$")
 Parts = tuple[tuple[str, bool], ...]
@@ -139,6 +142,12 @@ class Compiler:
                 return None
             return lambda c, r: evaluate(t, r.scope)
         fmt = self.inp.format
+        if fmt == "x12":
+            if s.startswith("$"):
+                self.error(loc, f"'{s}' is a JSONPath but the input is x12: use an XPath such as 'BEG/BEG03', "
+                                "'N1Loop[N1/N101=\"ST\"]/N1/N102' or '/Interchange/ISA/ISA06'")
+                return None
+            fmt = "xml"
         try:
             if s.startswith("$"):
                 if fmt == "xml":
@@ -195,6 +204,11 @@ class Compiler:
             if t is None:
                 return None
             return (lambda c, r: as_items(evaluate(t, r.scope))), "item"
+        if fmt == "x12":
+            if s.startswith("$"):
+                self.error(loc, f"'{s}' is a JSONPath but the input is x12: use an XPath such as 'PO1Loop'")
+                return None
+            fmt = "xml"
         flat_in = fmt in ("csv", "flat")
         if s == "rows":
             if not flat_in:
@@ -237,12 +251,20 @@ class Compiler:
 
     # ----------------------------------------------------------------------------------- targets
 
-    def target(self, key: str, loc: Location) -> list[str] | None:
+    def target(self, key: str, loc: Location, parts: Parts = (), kind: str = "leaf") -> list[str] | None:
+        """The names of a target path, checked for the output format (x12: normalised, `BEG03` ->
+        `BEG`, `03`); `kind` is leaf, fields or scalar (a repeating group of values)."""
         segs = key.split("/")
         if any(not s.strip() for s in segs):
             self.error(loc, f"invalid target '{key}': empty path segment")
             return None
         fmt = self.out.format
+        if fmt == "x12":
+            try:
+                return x12_target([p for p, _ in parts], segs, kind)
+            except ValueError as exc:
+                self.error(loc, f"invalid target '{key}': {exc}")
+                return None
         if fmt in ("csv", "flat"):
             if len(segs) != 1 or key.startswith(("@", ".")):
                 self.error(loc, f"{fmt} output is flat: target '{key}' must be a column name")
@@ -298,12 +320,14 @@ class Compiler:
 
     def field(self, b: _Builder, key: str, value: Any, where: Where, ykey: Any, cctx: str, parts: Parts) -> None:
         kloc = where.key(ykey)
-        segs = self.target(key, kloc)
+        is_group = isinstance(value, Mapping) and ("foreach" in value or "fields" in value)
+        kind = ("fields" if "fields" in value else "scalar") if is_group else "leaf"
+        segs = self.target(key, kloc, parts, kind)
         key = "/".join([p for p, _ in parts] + [key])  # the full target path, for messages
         vwhere, vloc = where.child(ykey), where.value(ykey)
         if segs is None:
             return
-        json = self.out.format == "json"
+        json = self.out.format in ("json", "x12")  # both build a tree of objects
         cur = b
         cur_parts = parts
         for seg in segs[:-1]:
@@ -338,7 +362,7 @@ class Compiler:
                     self.field(slot.builder, str(k), sub[k], fw, k, cctx, my_parts)
                 return
             if json and (last in cur.slots or last in cur.groups):
-                self.error(kloc, f"target '{key}' is mapped twice")
+                self.error(kloc, f"target '{key}' is mapped twice{self.twice_hint(last)}")
                 return
             got = self.group(last, value, vwhere, vloc, cctx, cur_parts)
             if got is not None:
@@ -363,11 +387,17 @@ class Compiler:
         slot.leaf = spec
         slot.loc = kloc
 
+    def twice_hint(self, name: str) -> str:
+        if self.out.format == "x12" and X12_SEGMENT.match(name):
+            return f" (name each instance of a segment that occurs twice: {name.split('#')[0]}#1, " \
+                   f"{name.split('#')[0]}#2)"
+        return ""
+
     def slot(self, b: _Builder, name: str, loc: Location, key: str) -> _Slot | None:
         slot = b.slots.get(name)
         if slot is None:
-            if self.out.format == "json" and name in b.groups:
-                self.error(loc, f"target '{key}' is mapped twice")
+            if self.out.format in ("json", "x12") and name in b.groups:
+                self.error(loc, f"target '{key}' is mapped twice{self.twice_hint(name)}")
                 return None
             slot = _Slot(name, loc)
             b.slots[name] = slot
@@ -404,8 +434,9 @@ class Compiler:
             children = self.build(slot.builder, my_parts)
             if slot.leaf is not None:
                 if not xml:
+                    what = "an X12 element" if self.out.format == "x12" else "a JSON value"
                     self.error(slot.loc, f"target '{'/'.join(p for p, _ in my_parts)}' has a value and nested "
-                                         "fields: a JSON value cannot be both")
+                                         f"fields: {what} cannot be both")
                     continue
                 s = slot.leaf
                 children.insert(0, Leaf(".", "text", s.compute, s.when, s.keep_null, my_parts))
@@ -477,7 +508,7 @@ class Compiler:
     def context(self, src: str, loc: Location, cctx: str) -> tuple[Compute, str] | None:
         """The single context of a group with `source`: a JSON object, an XML element, a row."""
         s = self.env(src, loc)
-        fmt = self.inp.format
+        fmt = "xml" if self.inp.format == "x12" else self.inp.format
         if _is_template(s):
             t = self.template(s, loc)
             return ((lambda c, r: evaluate(t, r.scope)), "item") if t is not None else None
@@ -700,7 +731,7 @@ def _none(c: Any, r: Run) -> Any:
 
 
 def _item_getter(fmt: str) -> Getter:
-    if fmt == "xml":
+    if fmt in ("xml", "x12"):
         return context_text
     return lambda c, r: c
 
@@ -802,6 +833,11 @@ def compile_map(values: dict[str, Any], where: Where, ctx: CheckContext, name: s
         records = Repeat("", children, (), False, records_items)
         records.label = "foreach"
         c.groups.append(records)
+    x12 = None
+    if isinstance(out.x12, X12Output):
+        x12 = X12Writer(out.x12, name)
+        if out.x12.uses_scope:
+            c.fc.uses_scope = True
     if len(ctx.problems) > before:
         return None
     if c.fc.uses_scope:
@@ -813,4 +849,4 @@ def compile_map(values: dict[str, Any], where: Where, ctx: CheckContext, name: s
     return CompiledMap(name, inp, out, children=children, records=records, root_tag=root_tag, nsmap=nsmap,
                        uses_scope=c.fc.uses_scope, sets_doc_props=c.fc.sets_doc_props or any(
                            not p.process for p in setters),
-                       properties=setters, cells=cells, columns=columns)
+                       properties=setters, cells=cells, columns=columns, x12=x12)

@@ -1,5 +1,6 @@
 """Input and output formats: their options (`input: {format: csv, delimiter: ";"}`), and the CSV and
-flat-file readers and writers. JSON and XML go straight through orjson and lxml in `_rules`."""
+flat-file readers and writers. JSON and XML go straight through orjson and lxml in `_rules`; X12
+EDI has its own module, `_x12`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Any
 from ..errors import DocumentError, Location
 from ..spec import MISSING, Bool, CheckContext, Custom, Enum, Field, Int, ListOf, Spec, Str
 from ..yamlio import Where
+from ._x12 import X12_INPUT_SPEC, X12_OUTPUT_SPEC, X12Input, X12Output, check_options
 
-FORMATS = ("json", "xml", "csv", "flat")
-CONTENT_TYPES = {"json": "application/json", "xml": "application/xml", "csv": "text/csv", "flat": "text/plain"}
+FORMATS = ("json", "xml", "csv", "flat", "x12")
+CONTENT_TYPES = {"json": "application/json", "xml": "application/xml", "csv": "text/csv", "flat": "text/plain",
+                 "x12": "application/edi-x12"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class FormatOptions:
     pretty: bool = False
     declaration: bool = True
     trim: bool = True
+    #: x12: the envelope and separators (output), the loops (input)
+    x12: X12Output | X12Input | None = None
 
     @property
     def positional(self) -> bool:
@@ -119,6 +124,8 @@ SIDE_SPECS: dict[tuple[str, str], Spec] = {
     ("flat", "input"): Spec([*_COMMON_FLAT, Field("trim", Bool(), default=True,
                                                   description="strip padding spaces from positional values")]),
     ("flat", "output"): Spec([*_COMMON_FLAT, Field("line_ending", _LINE, default="lf", description="lf or crlf")]),
+    ("x12", "input"): X12_INPUT_SPEC,
+    ("x12", "output"): X12_OUTPUT_SPEC,
 }
 
 
@@ -145,6 +152,10 @@ def side_type(side: str) -> Custom:
             return MISSING
         spec = SIDE_SPECS[(str(fmt), side)]
         before = len(ctx.problems)
+        if fmt == "x12" and side == "output" and not isinstance(value, Mapping):
+            ctx.error(loc, "x12 output needs its envelope: {format: x12, transaction: \"850\", "
+                           "sender: {qualifier: ZZ, id: ...}, receiver: {qualifier: ZZ, id: ...}}")
+            return MISSING
         vals = spec.check(opts, owhere, ctx) if opts or spec.fields else {}
         if len(ctx.problems) > before:
             return MISSING
@@ -163,6 +174,9 @@ def side_type(side: str) -> Custom:
 
 def _options(fmt: str, side: str, vals: dict[str, Any], where: Where, loc: Location,
              ctx: CheckContext) -> Any:
+    if fmt == "x12":
+        got = check_options(side, vals, where, loc, ctx)
+        return MISSING if got is None else FormatOptions("x12", x12=got)
     cols = tuple(vals["columns"]) if vals.get("columns") is not None else None
     eol = "\r\n" if vals.get("line_ending") == "crlf" else "\n"
     if cols is not None:

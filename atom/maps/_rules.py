@@ -18,6 +18,7 @@ from ..document import Document, dump_json
 from ..errors import DocumentError
 from ._formats import CONTENT_TYPES, FormatOptions, read_rows, write_rows
 from ._values import MapError, MapValueError, to_text
+from ._x12 import X12Input, X12Writer, parse_interchange
 
 Compute = Callable[[Any, "Run"], Any]
 Check = Callable[[Any, "Run"], bool]
@@ -435,7 +436,8 @@ class CompiledMap:
     def __init__(self, name: str, input: FormatOptions, output: FormatOptions, *,
                  children: list[Node], records: Repeat | None, root_tag: str | None,
                  nsmap: dict[str | None, str], uses_scope: bool, sets_doc_props: bool,
-                 properties: list[PropertySetter], cells: list[Leaf], columns: list[str]) -> None:
+                 properties: list[PropertySetter], cells: list[Leaf], columns: list[str],
+                 x12: X12Writer | None = None) -> None:
         self.name = name
         self.input = input.format
         self.output = output.format
@@ -453,6 +455,7 @@ class CompiledMap:
         self._properties = properties
         self._cells = cells
         self._columns = columns
+        self._x12 = x12
         self._what = f"map '{name}': output"
 
     def __repr__(self) -> str:
@@ -466,6 +469,9 @@ class CompiledMap:
                 return doc.json
             if fmt == "xml":
                 return doc.xml
+            if fmt == "x12":
+                opts = self.input_options.x12
+                return parse_interchange(doc.text, opts if isinstance(opts, X12Input) else None)[1]
             rows, names = read_rows(doc.text, self.input_options, "document")
         except DocumentError as exc:
             raise MapError(f"map '{self.name}': {exc}") from None
@@ -506,6 +512,19 @@ class CompiledMap:
             else:
                 data = dump_json(value)
             return doc.derive(data, json_value=value, props=new_props)
+        if out == "x12":
+            assert self._x12 is not None
+            sets: list[Any]
+            if self._records is not None:
+                run.records = True
+                sets = self._records.collect_json(src, run)
+            else:
+                tree: dict[str, Any] = {}
+                for e in self._emits_json:
+                    e(tree, src, run)
+                sets = [tree]
+            data, x12_props = self._x12.write(sets, run, ctx)
+            return doc.derive(data, props={**props, **x12_props})
         if out == "xml":
             assert self._root_tag is not None
             root = etree.Element(self._root_tag, nsmap=self._nsmap)  # type: ignore[arg-type]

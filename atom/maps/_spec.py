@@ -125,9 +125,9 @@ _PROPS = Custom(_raw("properties", True), {
 MAP_SPEC = Spec([
     Field("description", Str(), default="", description="what this map does"),
     Field("input", INPUT_TYPE, default=lambda: default_options("json", "input"),
-          description="input format: json | xml | csv | flat, or {format: ..., options} (default json)"),
+          description="input format: json | xml | csv | flat | x12, or {format: ..., options} (default json)"),
     Field("output", OUTPUT_TYPE, default=lambda: default_options("json", "output"),
-          description="output format: json | xml | csv | flat, or {format: ..., options} (default json)"),
+          description="output format: json | xml | csv | flat | x12, or {format: ..., options} (default json)"),
     Field("root", Str(), description="xml output: the root element (`Order`, or `o:Order` with a prefix)"),
     Field("namespace", Str(), description="xml output: the default namespace URI of unprefixed elements"),
     Field("namespaces", MapOf(Str()), default=dict,
