@@ -29,21 +29,35 @@ DEFAULT_URL = "http://127.0.0.1:9090"
               help="atom.yaml (default: ./atom.yaml, else DIRECTORY/atom.yaml, else built-in defaults)")
 @click.option("--host", default=None, help="address to bind (default 127.0.0.1)")
 @click.option("--port", default=None, type=int, help="HTTP port (default 9090)")
-def serve(directory: str | None, config_path: str | None, host: str | None, port: int | None) -> None:
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="worker processes sharing the port (SO_REUSEPORT, Linux; default 1, or server.workers)")
+def serve(directory: str | None, config_path: str | None, host: str | None, port: int | None,
+          workers: int | None) -> None:
     """Run the Atom: load DIRECTORY (default processes/), serve listeners, the management API and the
-    schedules until SIGTERM or Ctrl-C."""
+    schedules until SIGTERM or Ctrl-C. With --workers N > 1, this process supervises N worker
+    processes that share the port."""
     from .config import find_config, load_config
     from .runtime import configure_logging
     from .runtime import serve as run_server
 
     path = find_config(config_path, directory)
     try:
-        cfg = load_config(path, overrides={"components": directory, "server.host": host, "server.port": port})
+        cfg = load_config(path, overrides={"components": directory, "server.host": host, "server.port": port,
+                                           "server.workers": workers})
     except LoadError as exc:
         for p in exc.problems:
             click.echo(str(p), err=True)
         click.echo(f"{len(exc.problems)} error(s) in the configuration", err=True)
         sys.exit(1)
+    if cfg.server.workers > 1:
+        from .workers import serve_workers, workers_problem
+
+        problem = workers_problem(cfg)
+        if problem is not None:
+            click.echo(f"error: {problem}", err=True)
+            sys.exit(1)
+        configure_logging(cfg.log, supervisor=True)
+        sys.exit(serve_workers(cfg))
     configure_logging(cfg.log)
     sys.exit(asyncio.run(run_server(cfg)))
 

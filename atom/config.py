@@ -56,6 +56,8 @@ SERVER_SPEC = Spec([
     Field("tls", Object(TLS_SPEC), description="certificate, key and optional client CA"),
     Field("base_url", Str(), description="public base URL used in status links (default: from the request's "
                                          "scheme and Host header)"),
+    Field("workers", Int(minimum=1), default=1,
+          description="worker processes serving the same port (SO_REUSEPORT, Linux); 1: one process"),
 ], summary="The shared web server")
 
 JWT_SPEC = Spec([
@@ -157,6 +159,8 @@ class ServerConfig:
     tls_key: str | None
     tls_client_ca: str | None
     base_url: str | None
+    #: worker processes sharing the port (1: the Atom is one process)
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -343,7 +347,7 @@ def load_config(path: str | None = None, *, env: Mapping[str, str] | None = None
         data_dir=rel("data_dir"),
         store=store,
         server=ServerConfig(s["host"], s["port"], s["https_port"], tls_path.get("cert"), tls_path.get("key"),
-                            tls_path.get("client_ca"), s.get("base_url")),
+                            tls_path.get("client_ca"), s.get("base_url"), s["workers"]),
         auth=auth,
         limits=LimitsConfig(lim["max_request_bytes"], lim["max_wait_ms"], lim["max_concurrent_per_listener"],
                             lim.get("rate_limit")),

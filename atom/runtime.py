@@ -2,9 +2,10 @@
 
 `Runtime(config)` wires the engine to an execution store, builds the aiohttp application (listeners,
 management API, `/metrics`, `/_admin/status`) and owns the lifecycle: `start()` opens the store
-(marking executions a crash left INPROCESS as ABORTED), loads the component directory, mounts
-listeners and schedules, and starts watching the directory; `drain()` stops accepting work (503) and
-lets in-flight executions finish, bounded by the grace period; `stop()` flushes and closes.
+(marking executions a crash left INPROCESS as ABORTED, unless `recover=False`), loads the component
+directory, mounts listeners and schedules, and starts watching the directory; `drain()` stops
+accepting work (503) and lets in-flight executions finish, bounded by the grace period; `stop()`
+flushes and closes.
 
 Executions started by the runtime are *jobs*: tasks detached from the request that started them, so
 a client that disconnects never cancels an execution. A request waits for its job up to X-Max-Wait
@@ -12,7 +13,9 @@ a client that disconnects never cancels an execution. A request waits for its jo
 durable before the 202 is sent.
 
 `serve(config)` hosts the application with `AppRunner`/`TCPSite` beside the scheduler on one event
-loop, and handles SIGTERM/SIGINT.
+loop, and handles SIGTERM/SIGINT. `serve(config, role)` runs one worker of a multi-process Atom (see
+`atom.workers`): its sites share the port with the other workers (SO_REUSEPORT), it leaves the
+startup recovery to the supervisor, and only the first worker runs the schedules and the purge.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import gc
 import ipaddress
 import json
 import logging
+import os
 import signal
 import sqlite3
 import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine, Generator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -70,13 +75,23 @@ class Job:
 
 class Runtime:
     """One Atom. `app` is its aiohttp application; by default the application's startup runs
-    `start()` and its cleanup runs `stop()` (what `aiohttp_client(runtime.app)` needs)."""
+    `start()` and its cleanup runs `stop()` (what `aiohttp_client(runtime.app)` needs).
+
+    In a multi-process Atom each worker process has its own Runtime: `worker` is its index (0 for the
+    first) among `workers`; `recover=False` leaves executions other processes have in flight alone at
+    store open; `run_schedules=False` keeps the schedules (next run times) without firing them and
+    does not purge."""
 
     def __init__(self, config: Config, *, deployment: Deployment | None = None, store: Store | None = None,
-                 start_with_app: bool = True) -> None:
+                 start_with_app: bool = True, worker: int = 0, workers: int = 1, recover: bool = True,
+                 run_schedules: bool = True, node_id: str | None = None) -> None:
         self.config = config
         self.state = "starting"
-        self.engine = Engine(Deployment.empty(str(config.components)), atom_name=config.name)
+        self.worker = worker
+        self.workers = workers
+        self.recover = recover
+        self.run_schedules = run_schedules
+        self.engine = Engine(Deployment.empty(str(config.components)), atom_name=config.name, node_id=node_id)
         self.store: Store = store or SqliteStore(config.store_path, atom_name=config.name,
                                                  node_id=self.engine.node_id)
         self.engine.recorder = self.store
@@ -86,7 +101,7 @@ class Runtime:
         rl = config.limits.rate_limit
         self.rate_limiter = RateLimiter(rl) if rl and rl.get("requests") else None
         self.callbacks = CallbackSender(config.callbacks)
-        self.scheduler = Scheduler(self._fire_schedule)
+        self.scheduler = Scheduler(self._fire_schedule, fires=run_schedules)
         self.watcher: DirectoryWatcher | None = None
         self.jobs: dict[str, Job] = {}
         self.active: dict[str, int] = {}
@@ -142,7 +157,7 @@ class Runtime:
         body = {
             "status": self.state, "atomName": self.config.name, "nodeId": self.engine.node_id,
             "generation": dep.generation, "processes": len(dep.processes), "inFlight": len(self.jobs),
-            "deploymentProblems": self.deploy_problems,
+            "deploymentProblems": self.deploy_problems, "worker": self.worker, "workers": self.workers,
         }
         return json_response(body, 200 if self.ready else 503)
 
@@ -151,7 +166,7 @@ class Runtime:
         """Open the store, deploy the components, start schedules and the watcher. Raises LoadError
         when the component directory is invalid (nothing is left running then)."""
         self._reload_lock = asyncio.Lock()
-        self.aborted_at_start = await self.store.open()
+        self.aborted_at_start = await self.store.open(recover=self.recover)
         directory = self.config.components
         snap = await asyncio.to_thread(snapshot, directory) if self.config.watch_enabled else ()
         try:
@@ -166,7 +181,7 @@ class Runtime:
         if self.config.watch_enabled:
             self.watcher = DirectoryWatcher(directory, self.config.watch_interval, self.reload)
             await self.watcher.start(snap)
-        if self.config.purge_days:
+        if self.config.purge_days and self.run_schedules:
             self._purge_task = asyncio.ensure_future(self._purge_loop())
         self._warn_exposure()
         self.state = "ready"
@@ -505,25 +520,38 @@ async def _resume(coro: Coroutine[Any, Any, None], first: Any) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+    """One JSON object per line: time, level, logger, message (and the exception, if any); `extra`
+    fields (e.g. the worker of a multi-process Atom) come after the level."""
+
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.extra = dict(extra or {})
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {
+        out: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat().replace("+00:00", "Z"),
-            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            "level": record.levelname, **self.extra, "logger": record.name, "message": record.getMessage(),
         }
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 
-def configure_logging(cfg: LogConfig) -> None:
-    """Log to stderr in the configured format and level (the process-wide logging setup of `serve`)."""
+def configure_logging(cfg: LogConfig, *, worker: int | None = None, supervisor: bool = False) -> None:
+    """Log to stderr in the configured format and level (the process-wide logging setup of `serve`).
+    A worker of a multi-process Atom names itself in every line (`"worker": 1` in JSON, `[worker 1]`
+    in text); so does the supervisor (`"supervisor": true`, `[supervisor]`)."""
     handler = logging.StreamHandler(sys.stderr)
+    extra: dict[str, Any] = {}
+    tag = ""
+    if worker is not None:
+        extra, tag = {"worker": worker}, f"[worker {worker}] "
+    elif supervisor:
+        extra, tag = {"supervisor": True}, "[supervisor] "
     if cfg.format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(extra))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s {tag}%(name)s: %(message)s"))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -548,23 +576,55 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
     return ctx
 
 
-async def serve(config: Config) -> int:
+@dataclass(frozen=True)
+class WorkerRole:
+    """`serve` as worker `index` (0 for the first) of `count` worker processes sharing the port."""
+
+    index: int
+    count: int
+    #: the engine's node id (nodeId of the records): how the supervisor finds the executions a worker
+    #: that died left INPROCESS
+    node_id: str | None = None
+    #: a file descriptor that reaches end of file when the supervisor is gone: the worker then stops
+    lifeline: int | None = None
+
+
+async def _start_sites(runner: web.AppRunner, config: Config, ctx: ssl.SSLContext | None,
+                       reuse_port: bool) -> list[web.TCPSite]:
+    host = config.server.host
+    reuse = True if reuse_port else None
+    site = web.TCPSite(runner, host, config.server.port, reuse_port=reuse)
+    await site.start()
+    sites = [site]
+    if ctx is not None:
+        tls_site = web.TCPSite(runner, host, config.server.https_port, ssl_context=ctx, reuse_port=reuse)
+        await tls_site.start()
+        sites.append(tls_site)
+    return sites
+
+
+async def serve(config: Config, role: WorkerRole | None = None) -> int:
     """Run the Atom until SIGTERM/SIGINT. Returns the exit status: 0 after a clean stop, 1 when it
-    cannot start (invalid components, port in use, bad TLS files)."""
-    rt = Runtime(config, start_with_app=False)
+    cannot start (invalid components, port in use, bad TLS files).
+
+    With a `role` it is one worker of a multi-process Atom: it binds its sites with SO_REUSEPORT once
+    it is ready (a worker that starts or restarts never answers 503 while the others serve), does
+    not mark INPROCESS executions ABORTED at start (other workers may be running them), runs the
+    schedules and the purge only as the first worker, and stops when its supervisor is gone."""
+    if role is None:
+        rt = Runtime(config, start_with_app=False)
+    else:
+        rt = Runtime(config, start_with_app=False, worker=role.index, workers=role.count, recover=False,
+                     run_schedules=role.index == 0, node_id=role.node_id)
     runner = web.AppRunner(rt.app, handle_signals=False, shutdown_timeout=5.0,
                            access_log=logging.getLogger("aiohttp.access") if config.log.access else None)
     await runner.setup()
     host = config.server.host
+    sites: list[web.TCPSite] = []
     try:
         ctx = _ssl_context(config)
-        site = web.TCPSite(runner, host, config.server.port)
-        await site.start()
-        sites = [site]
-        if ctx is not None:
-            tls_site = web.TCPSite(runner, host, config.server.https_port, ssl_context=ctx)
-            await tls_site.start()
-            sites.append(tls_site)
+        if role is None:
+            sites = await _start_sites(runner, config, ctx, reuse_port=False)
     except (OSError, ssl.SSLError) as exc:
         log.error("cannot start the web server on %s: %s", host, exc)
         await runner.cleanup()
@@ -583,6 +643,9 @@ async def serve(config: Config) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    lifeline = role.lifeline if role is not None else None
+    if lifeline is not None:
+        _watch_lifeline(loop, lifeline, stop)
     try:
         await rt.start()
     except LoadError as exc:
@@ -595,6 +658,13 @@ async def serve(config: Config) -> int:
         log.error("cannot open the execution store %s: %s", config.store_path, exc)
         await runner.cleanup()
         return 1
+    if role is not None and not stop.is_set():
+        try:
+            sites = await _start_sites(runner, config, ctx, reuse_port=True)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("cannot start the web server on %s: %s", host, exc)
+            await runner.cleanup()
+            return 1
     # what is loaded now lives as long as the process: keep it out of the garbage collector's full
     # passes (they would otherwise walk every module, template and compiled shape again and again)
     gc.collect()
@@ -607,7 +677,30 @@ async def serve(config: Config) -> int:
     await runner.cleanup()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
+    if lifeline is not None:
+        loop.remove_reader(lifeline)
     return 0
+
+
+def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
+    """Set `stop` when `fd` (the read end of a pipe the supervisor holds open) reaches end of file."""
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            return
+        loop.remove_reader(fd)
+        if not stop.is_set():
+            log.warning("the supervisor is gone: stopping")
+            stop.set()
+
+    loop.add_reader(fd, readable)
 
 
 def _addresses(site: web.TCPSite) -> list[str]:

@@ -230,9 +230,10 @@ class Store(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def open(self) -> int:
-        """Open (creating the schema); mark executions left INPROCESS by a crash ABORTED. Returns how
-        many were marked."""
+    async def open(self, *, recover: bool = True) -> int:
+        """Open (creating the schema); with `recover`, mark executions left INPROCESS by a crash ABORTED.
+        Returns how many were marked. `recover=False` is for an Atom whose other processes share the
+        store and may be running executions."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -340,6 +341,32 @@ def _record_from_row(row: Sequence[Any]) -> dict[str, Any]:
     return {f: row[i] for i, (_, f) in enumerate(COLUMNS)}
 
 
+ABORTED_MESSAGE = "the Atom stopped while the execution was in process"
+
+
+def mark_aborted(c: sqlite3.Connection, node: str | None = None) -> int:
+    """Mark the executions left INPROCESS ABORTED: all of them, or those of one node (`nodeId`, the
+    process that ran them). Returns how many."""
+    sql = "UPDATE executions SET status='ABORTED', message=? WHERE status='INPROCESS'"
+    args: list[Any] = [ABORTED_MESSAGE]
+    if node is not None:
+        sql += " AND node=?"
+        args.append(node)
+    cur = c.execute(sql, args)
+    return int(cur.rowcount or 0)
+
+
+def abort_in_process(path: str | Path, node: str) -> int:
+    """Mark ABORTED the executions one node (a process that ended without finishing them) left
+    INPROCESS in the SQLite store at `path`. Returns how many."""
+    c = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        c.execute("PRAGMA busy_timeout=30000")
+        return mark_aborted(c, node)
+    finally:
+        c.close()
+
+
 class SqliteStore(Store):
     """The embedded store: one SQLite file in WAL mode, a writer thread and a reader thread.
 
@@ -396,21 +423,19 @@ class SqliteStore(Store):
         return await asyncio.get_running_loop().run_in_executor(self._wexec, fn, *args)
 
     # ------------------------------------------------------------------------------ lifecycle
-    async def open(self) -> int:
+    async def open(self, *, recover: bool = True) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        marked: int = await self._write_now(self._open_sync)
+        marked: int = await self._write_now(self._open_sync, recover)
         self._wake = asyncio.Event()
         self._writer = asyncio.ensure_future(self._write_loop())
         if marked:
             log.warning("%d execution(s) left INPROCESS by an earlier stop were marked ABORTED", marked)
         return marked
 
-    def _open_sync(self) -> int:
+    def _open_sync(self, recover: bool) -> int:
         c = self._conn()
         c.executescript(SCHEMA)
-        msg = "the Atom stopped while the execution was in process"
-        cur = c.execute("UPDATE executions SET status='ABORTED', message=? WHERE status='INPROCESS'", (msg,))
-        return int(cur.rowcount or 0)
+        return mark_aborted(c) if recover else 0
 
     async def close(self) -> None:
         if self._writer is None:
@@ -544,7 +569,7 @@ class SqliteStore(Store):
                 records.append((*r[:-2], p.props, r[-1]))
             if p.inputs is not None or p.outputs is not None or p.logs is not None or p.response is not None:
                 data.append((eid, p.inputs, p.outputs, p.logs, p.response))
-        c.execute("BEGIN")
+        c.execute("BEGIN IMMEDIATE")
         try:
             _upsert_many(c, _UPSERT, records)
             _upsert_many(c, _DATA_UPSERT, data)
@@ -672,7 +697,7 @@ class SqliteStore(Store):
             if not ids:
                 return total
             marks = ",".join("?" * len(ids))
-            c.execute("BEGIN")
+            c.execute("BEGIN IMMEDIATE")
             try:
                 for table in ("execution_data", "executions"):
                     c.execute(f"DELETE FROM {table} WHERE id IN ({marks})", ids)
