@@ -10,8 +10,9 @@ one definition, BENCH_MODE picks the mode), (d) Node-RED (bench/nodered/). Each 
 127.0.0.1, checked to give the expected output, warmed up, then loaded by wrk (one thread, fixed
 connections and duration): first closed-loop for its maximum throughput, then paced at half of
 that maximum for the latency a lightly loaded server gives. Prints req/s, p50/p99 and the ratios.
-With --profile, py-spy samples the Atom during its maximum-throughput run and the hottest
-functions are printed (bench/results/profile-*.txt).
+(b2) and (c2) run the Atom with `--workers 2`. With --profile, py-spy samples the Atom during its
+maximum-throughput run and the hottest functions are printed (bench/results/profile-*.txt); py-spy
+pauses the process to sample it, so take throughput figures from a run without --profile.
 """
 
 from __future__ import annotations
@@ -74,14 +75,15 @@ def start_aiohttp(work: Path) -> tuple[Server, str]:
     return s, f"http://127.0.0.1:{port}"
 
 
-def start_atom(mode: str) -> Callable[[Path], tuple[Server, str]]:
+def start_atom(mode: str, workers: int = 1) -> Callable[[Path], tuple[Server, str]]:
     def start(work: Path) -> tuple[Server, str]:
         port = free_port()
         data = Path(tempfile.mkdtemp(prefix=f"atom-{mode}-", dir=work))
+        extra = ["--workers", str(workers)] if workers > 1 else []
         s = Server(f"atom {mode}", [ATOM, "serve", str(BENCH / "processes"), "--host", "127.0.0.1",
-                                    "--port", str(port)],
+                                    "--port", str(port), *extra],
                    env={"BENCH_MODE": mode, "ATOM_DATA_DIR": str(data), "ATOM_LOG_LEVEL": "warning"},
-                   cwd=work, log=work / f"atom-{mode}.log")
+                   cwd=work, log=work / f"atom-{mode}-{workers}.log")
         wait_ready(s, f"http://127.0.0.1:{port}/_admin/status", timeout=60)
         return s, f"http://127.0.0.1:{port}"
     return start
@@ -130,7 +132,7 @@ def measure(t: Target, work: Path, args: argparse.Namespace) -> None:
         check_output(url, echo=t.key.endswith("-echo"))
         run_wrk(url, duration=args.warmup, connections=args.connections)
         prof = None
-        if args.profile and t.atom_mode:
+        if args.profile and t.atom_mode and not t.key.endswith("-w2"):  # one process: the supervisor is idle
             prof = py_spy_record(server.pid, args.duration, work / f"profile-listener-{t.key}.raw")
         cpu0 = server.cpu_seconds()
         peak = run_wrk(url, duration=args.duration, connections=args.connections)
@@ -239,7 +241,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--only", default="",
                     help="comma-separated subset of: aiohttp,atom-ll,atom-general,atom-ll-template,atom-ll-echo,"
-                         "node-red")
+                         "atom-ll-w2,atom-general-w2,node-red")
     ap.add_argument("--profile", action="store_true", help="sample the Atom with py-spy during its max run")
     args = ap.parse_args()
 
@@ -250,7 +252,11 @@ def main() -> int:
                     Target("atom-ll-template", "(b') atom low_latency, template", start_atom("low_latency"),
                            atom_mode="low_latency", path=PATH + "Template"),
                     Target("atom-ll-echo", "(e) atom low_latency, echo", start_atom("low_latency"),
-                           atom_mode="low_latency", path=PATH + "Echo")]
+                           atom_mode="low_latency", path=PATH + "Echo"),
+                    Target("atom-ll-w2", "(b2) atom low_latency, 2 workers", start_atom("low_latency", 2),
+                           atom_mode="low_latency"),
+                    Target("atom-general-w2", "(c2) atom general, 2 workers", start_atom("general", 2),
+                           atom_mode="general")]
     else:
         note("`atom serve` is not available in this checkout: the Atom rows are skipped")
     if NODE_RED.exists():
@@ -316,16 +322,22 @@ def main() -> int:
     ]
     ratio_rows += [[n, r, f">= {tgt}", verdict(r, tgt)] for n, r, tgt in cpu_checks if r is not None]
     info = [("b'/a atom low_latency, template / aiohttp", ratio(rps("atom-ll-template"), rps("aiohttp"))),
-            ("e/a  atom echo (no mapping) / aiohttp", ratio(rps("atom-ll-echo"), rps("aiohttp")))]
+            ("e/a  atom echo (no mapping) / aiohttp", ratio(rps("atom-ll-echo"), rps("aiohttp"))),
+            # --workers 2: the Atom on both cores (still shared with wrk) against single-process baselines
+            ("b2/a atom low_latency, 2 workers / aiohttp", ratio(rps("atom-ll-w2"), rps("aiohttp"))),
+            ("c2/a atom general, 2 workers / aiohttp", ratio(rps("atom-general-w2"), rps("aiohttp"))),
+            ("b2/d atom low_latency, 2 workers / node-red", ratio(rps("atom-ll-w2"), rps("node-red"))),
+            ("c2/d atom general, 2 workers / node-red", ratio(rps("atom-general-w2"), rps("node-red")))]
     ratio_rows += [[n, r, "-", "-"] for n, r in info if r is not None]
     # p99 at half load: with many clients (each pausing ~20 ms) and with 10 clients sending more often;
     # the bare handler's figures show how much of the tail the shared machine and wrk add by themselves
-    for k in ("aiohttp", "atom-ll", "atom-general"):
+    for k in ("aiohttp", "atom-ll", "atom-general", "atom-ll-w2", "atom-general-w2"):
         if k in got:
             for what, who in (("half", "many clients"), ("half10", "10 clients")):
                 p99 = got[k].result[what]["ms"]["p99"]
-                ratio_rows.append([f"p99 at 50% load, {who}, {got[k].label[4:]}", p99, "< 10 ms",
-                                   verdict(p99, 10, higher_is_better=False) if k != "aiohttp" else "-"])
+                ratio_rows.append([f"p99 at 50% load, {who}, {got[k].label.split(') ', 1)[-1]}", p99, "< 10 ms",
+                                   verdict(p99, 10, higher_is_better=False) if k in ("atom-ll", "atom-general")
+                                   else "-"])
     print()
     print(table(["ratio (throughput)", "value", "target", "verdict"], ratio_rows))
     save_results("listener", {

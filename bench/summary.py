@@ -37,7 +37,8 @@ def rows(res: dict[str, dict[str, Any]]) -> list[list[Any]]:
     def rps(k: str) -> float | None:
         return lst[k]["max"]["rps"] if k in lst else None
 
-    for key in ("aiohttp", "atom-ll", "atom-general", "atom-ll-template", "atom-ll-echo", "node-red"):
+    for key in ("aiohttp", "atom-ll", "atom-general", "atom-ll-template", "atom-ll-echo", "atom-ll-w2",
+                "atom-general-w2", "node-red"):
         if key in lst:
             t = lst[key]
             r.append([f"listener {t['label']}: req/s (p50 / p99 ms)",
@@ -53,9 +54,13 @@ def rows(res: dict[str, dict[str, Any]]) -> list[list[Any]]:
         if v is not None:
             target = RATIO_TARGETS.get(name.split()[0], 0.0)
             r.append([f"listener ratio {name}", v, f">= {target}", verdict(v, target)])
-    for name, a in (("b'/a low_latency template / aiohttp", "atom-ll-template"),
-                    ("e/a echo (no mapping) / aiohttp", "atom-ll-echo")):
-        v = ratio(rps(a), rps("aiohttp"))
+    for name, a, b in (("b'/a low_latency template / aiohttp", "atom-ll-template", "aiohttp"),
+                       ("e/a echo (no mapping) / aiohttp", "atom-ll-echo", "aiohttp"),
+                       ("b2/a low_latency 2 workers / aiohttp", "atom-ll-w2", "aiohttp"),
+                       ("c2/a general 2 workers / aiohttp", "atom-general-w2", "aiohttp"),
+                       ("b2/d low_latency 2 workers / node-red", "atom-ll-w2", "node-red"),
+                       ("c2/d general 2 workers / node-red", "atom-general-w2", "node-red")):
+        v = ratio(rps(a), rps(b))
         if v is not None:
             r.append([f"listener ratio {name}", v, "-", "-"])
     for key in ("atom-ll", "atom-general"):
