@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import Location
 from .spec import (
+    MISSING,
     Any_,
     Bool,
+    CheckContext,
     Duration,
     Enum,
     Field,
@@ -18,6 +21,7 @@ from .spec import (
     Spec,
     Str,
 )
+from .yamlio import Where
 
 NAME = Str(pattern=r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
@@ -50,6 +54,31 @@ LISTEN_AUTH_SPEC = Spec([
     Field("allow", ListOf(Str()), description="users allowed to call this listener; others get 403"),
 ], summary="Per-listener authentication")
 
+
+
+class Period(Duration):
+    """A duration that must be longer than zero (the period of a rate limit)."""
+
+    label = "period"
+
+    def check(self, value: Any, where: Where, loc: Location, ctx: CheckContext) -> Any:
+        secs = super().check(value, where, loc, ctx)
+        if secs is not MISSING and secs <= 0:
+            ctx.error(loc, f"must be longer than 0, got '{value}'")
+            return MISSING
+        return secs
+
+
+LISTEN_RATE_SPEC = Spec([
+    Field("requests", Int(minimum=1), required=True, description="requests allowed per period"),
+    Field("per", Period(), default=1.0, description="the period: 1s, 1m, 1h, ..."),
+    Field("burst", Int(minimum=1), description="bucket size: requests that may come at once (default: requests)"),
+    Field("by", Enum("client", "user", "listener"), default="client",
+          description="one bucket per client address, per authenticated user (the client address when the "
+                      "listener has no auth), or one for all callers"),
+], summary="Rate limit of this listener (token bucket), on top of limits.rate_limit; over it: 429 with "
+           "Retry-After")
+
 LISTEN_SPEC = Spec([
     Field("operation", Enum(*OPERATIONS), default="execute", description="Boomi operation type"),
     Field("object", Str(pattern=r"[A-Za-z0-9_]+"), description="object name: /ws/simple/<operation><Object>"),
@@ -60,6 +89,8 @@ LISTEN_SPEC = Spec([
     Field("auth", Object(LISTEN_AUTH_SPEC), description="authentication for this listener"),
     Field("max_concurrent", Int(minimum=1),
           description="executions of this listener at once (default: the server's limit)"),
+    Field("rate_limit", Object(LISTEN_RATE_SPEC),
+          description="requests per period for this listener, checked after authentication"),
 ], summary="Web Services Server listener")
 
 SCHEDULE_SPEC = Spec([

@@ -32,6 +32,11 @@ CALLBACKS = Counter("atom_callbacks_total", "X-Callback-Url deliveries, by outco
                     ["outcome"], registry=REGISTRY)
 STORE_BATCHES = Counter("atom_store_batches_total", "Store write transactions", registry=REGISTRY)
 STORE_EXECUTIONS = Counter("atom_store_writes_total", "Execution writes committed to the store", registry=REGISTRY)
+LISTENER_REQUESTS = Counter("atom_listener_requests_total", "Listener requests answered, by process, user (the "
+                            "authenticated identity, or anonymous) and status", ["process", "user", "status"],
+                            registry=REGISTRY)
+LISTENER_THROTTLED = Counter("atom_listener_throttled_total", "Listener requests answered 429 by a rate limit "
+                             "(the server-wide or the listener's own), by process", ["process"], registry=REGISTRY)
 DEPLOYMENTS = Counter("atom_deployments_total", "Deployments, by outcome (deployed, rejected)", ["outcome"],
                       registry=REGISTRY)
 

@@ -12,11 +12,17 @@ hop-by-hop headers). The body becomes documents by the listener's input type.
 Execution -> response: the documents that reached `return` (see `build_result`); `outstatuscode` and
 `outheader_<Name>` document properties set the status and headers (the first document that sets one
 wins). An execution that ends in ERROR answers 500 with the error envelope.
+
+Rate limits: `limits.rate_limit` (atom.yaml, every listener, checked before authentication) and a
+listener's own `rate_limit` (checked after authentication, so it can count per user). The listeners'
+limiters and usage counters live on `ListenerRoutes`, not on the table, so a redeploy that keeps a
+listener's limit keeps its buckets.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -26,7 +32,8 @@ import orjson
 from aiohttp import web
 from lxml import etree
 
-from .auth import Authenticator, AuthError, ListenerAuth, listener_auth
+from . import metrics
+from .auth import ApiKeyAuth, Authenticator, AuthError, ListenerAuth, listener_auth
 from .document import Document, parse_xml
 from .errors import DocumentError
 from .loader import listener_key
@@ -54,7 +61,8 @@ class Listener:
     """A mounted listener: its process definition and everything the request path needs, resolved
     once at deploy time."""
 
-    __slots__ = ("auth", "input", "kind", "max_concurrent", "methods", "output", "path", "process")
+    __slots__ = ("auth", "input", "key_header", "kind", "limiter", "max_concurrent", "methods", "output", "path",
+                 "process", "rate", "usage")
 
     def __init__(self, process: ProcessDef, kind: str, path: str, methods: frozenset[str], auth: ListenerAuth,
                  max_concurrent: int) -> None:
@@ -66,7 +74,16 @@ class Listener:
         self.input: str = cfg.get("input", "data")
         self.output: str = cfg.get("output", "data")
         self.auth = auth
+        a = auth.authenticator
+        #: the header carrying an api_key listener's key (lower case): a credential, never a property
+        self.key_header: str | None = a.header.lower() if isinstance(a, ApiKeyAuth) else None
         self.max_concurrent = max_concurrent
+        #: the listener's own rate limit as (requests, per, burst, by), or None
+        self.rate = rate_settings(cfg.get("rate_limit"))
+        #: resolved by ListenerRoutes on the first request: the limiter (kept across deploys while
+        #: `rate` stays the same) and the usage counters of the process
+        self.limiter: ListenerRateLimit | None = None
+        self.usage: ListenerUsage | None = None
 
 
 class _RestRoute:
@@ -281,6 +298,129 @@ class RateLimiter:
             del self.buckets[k]
 
 
+RateSettings = tuple[int, float, int, str]
+
+
+def rate_settings(cfg: Mapping[str, Any] | None) -> RateSettings | None:
+    """A listener's `rate_limit` as (requests, per seconds, burst, by); None without one."""
+    if not cfg or not cfg.get("requests"):
+        return None
+    requests = int(cfg["requests"])
+    return requests, float(cfg.get("per") or 1.0), int(cfg.get("burst") or requests), str(cfg.get("by") or "client")
+
+
+_BY = {"client": 0, "user": 1, "listener": 2}
+
+
+class ListenerRateLimit:
+    """The token buckets of one listener's `rate_limit`: `requests` per `per` seconds, `burst` deep, one
+    bucket per client address, per user (the client address for anonymous calls) or one in all.
+
+    `take` answers with a float so the request path allocates nothing but a new bucket: the whole
+    tokens left (>= 0) when the request may go on, else minus the seconds until a token is there."""
+
+    __slots__ = ("_counts", "buckets", "burst", "by", "limit_header", "rate", "settings")
+
+    def __init__(self, settings: RateSettings) -> None:
+        requests, per, burst, by = settings
+        self.settings = settings
+        self.rate = requests / per
+        self.burst = float(burst)
+        self.by = _BY[by]
+        self.buckets: dict[str, list[float]] = {}
+        #: X-RateLimit-Limit, and X-RateLimit-Remaining for each possible count, made once
+        self.limit_header = str(burst)
+        self._counts = tuple(str(i) for i in range(min(burst, 1000) + 1))
+
+    def key(self, client: str | None, user: str | None) -> str:
+        """The bucket of a request."""
+        if self.by == 2:
+            return ""
+        if self.by == 1 and user is not None:
+            return user
+        return client or ""
+
+    def take(self, key: str) -> float:
+        """Take a token from `key`'s bucket: the tokens left (>= 0), or -seconds to wait (< 0)."""
+        now = time.monotonic()
+        b = self.buckets.get(key)
+        if b is None:
+            if len(self.buckets) > 50000:
+                self._prune(now)
+            b = self.buckets[key] = [self.burst, now]
+        tokens = b[0] + (now - b[1]) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        b[1] = now
+        if tokens >= 1.0:
+            b[0] = tokens - 1.0
+            return b[0]
+        b[0] = tokens
+        return -(1.0 - tokens) / self.rate
+
+    def remaining(self, left: float) -> str:
+        """X-RateLimit-Remaining for `left` tokens: the whole requests that may follow at once."""
+        n = int(left)
+        return self._counts[n] if n < len(self._counts) else str(n)
+
+    def refused(self, wait: float, path: str) -> HttpResult:
+        """The 429 answer for a request that has to wait `wait` seconds."""
+        secs = str(max(1, math.ceil(wait)))
+        return error_result(429, "RATE_LIMITED", f"rate limit of listener {path} exceeded; retry in {secs} s",
+                            headers={"Retry-After": secs, "X-RateLimit-Limit": self.limit_header,
+                                     "X-RateLimit-Remaining": "0"})
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (t, last) in self.buckets.items() if t + (now - last) * self.rate >= self.burst]
+        for k in full:
+            del self.buckets[k]
+
+
+#: distinct `user` label values of atom_listener_requests_total per process; further users count as "other"
+MAX_USERS_PER_PROCESS = 1000
+
+
+class _UserCounters:
+    __slots__ = ("by_status", "label")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.by_status: dict[int, Any] = {}
+
+
+class ListenerUsage:
+    """The usage counters of one listener process: requests by user and status, and throttled
+    requests. Label children are made once and kept, so counting is two dictionary lookups."""
+
+    __slots__ = ("_anonymous", "_other", "_users", "process", "throttled")
+
+    def __init__(self, process: str) -> None:
+        self.process = process
+        self.throttled: Any = metrics.LISTENER_THROTTLED.labels(process)
+        self._users: dict[str, _UserCounters] = {}
+        self._anonymous = _UserCounters("anonymous")
+        self._other = _UserCounters("other")
+
+    def done(self, user: str | None, resp: web.StreamResponse) -> web.StreamResponse:
+        """Count an answered request of `user` (None: anonymous) and hand the response back."""
+        if user is None:
+            uc = self._anonymous
+        else:
+            got = self._users.get(user)
+            if got is None:
+                if len(self._users) >= MAX_USERS_PER_PROCESS:
+                    got = self._other
+                else:
+                    got = self._users[user] = _UserCounters(user)
+            uc = got
+        status = resp.status
+        c = uc.by_status.get(status)
+        if c is None:
+            c = uc.by_status[status] = metrics.LISTENER_REQUESTS.labels(self.process, uc.label, str(status))
+        c.inc()
+        return resp
+
+
 # ------------------------------------------------------------------------------------- handlers
 
 
@@ -289,6 +429,28 @@ class ListenerRoutes:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        #: outlive deployments (each deploy builds a new ListenerTable): per process, the usage
+        #: counters and the listener's limiter, whose buckets go on while its settings stay the same
+        self._usage: dict[str, ListenerUsage] = {}
+        self._limiters: dict[str, ListenerRateLimit] = {}
+
+    def _resolve(self, lst: Listener) -> ListenerUsage:
+        """Bind a listener of a new deployment to its process's counters and limiter (once per
+        Listener): the limiter of the previous deployment when its settings did not change, else a new
+        one with full buckets."""
+        name = lst.process.name
+        usage = self._usage.get(name)
+        if usage is None:
+            usage = self._usage[name] = ListenerUsage(name)
+        if lst.rate is None:
+            self._limiters.pop(name, None)
+        else:
+            lim = self._limiters.get(name)
+            if lim is None or lim.settings != lst.rate:
+                lim = self._limiters[name] = ListenerRateLimit(lst.rate)
+            lst.limiter = lim
+        lst.usage = usage
+        return usage
 
     def add_to(self, app: web.Application) -> None:
         limit_expect = self._expect
@@ -342,29 +504,57 @@ class ListenerRoutes:
 
     async def serve(self, request: web.Request, lst: Listener, params: dict[str, str] | None,
                     body: bytes | None = None, soap_version: str | None = None) -> web.StreamResponse:
-        """Run a listener's process for a request and answer (or 202 when it outlasts X-Max-Wait)."""
+        """Run a listener's process for a request and answer (or 202 when it outlasts X-Max-Wait).
+
+        In order: ready, method, the server-wide rate limit (before authentication, by client), the
+        listener's authentication, the listener's own rate limit (after it, so `by: user` knows the
+        user and a refused login takes no token), then the execution. Every answer is counted in
+        atom_listener_requests_total by process, user and status."""
         rt = self.rt
+        usage = lst.usage
+        if usage is None:
+            usage = self._resolve(lst)
         if not rt.ready:
-            return self._fail(soap_version, rt.unavailable_result())
+            return usage.done(None, self._fail(soap_version, rt.unavailable_result()))
         if request.method not in lst.methods:
             allow = ", ".join(sorted(lst.methods))
-            return self._fail(soap_version, error_result(
+            return usage.done(None, self._fail(soap_version, error_result(
                 405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {lst.path}; allowed: {allow}",
-                headers={"Allow": allow}))
-        limiter = rt.rate_limiter
-        if limiter is not None:
-            wait = limiter.take(lst.process.name, request.remote or "")
+                headers={"Allow": allow})))
+        server_limit = rt.rate_limiter
+        if server_limit is not None:
+            wait = server_limit.take(lst.process.name, request.remote or "")
             if wait:
-                secs = str(max(1, int(wait + 0.999)))
-                return self._fail(soap_version, error_result(
+                usage.throttled.inc()
+                secs = str(max(1, math.ceil(wait)))
+                return usage.done(None, self._fail(soap_version, error_result(
                     429, "RATE_LIMITED", f"rate limit of listener {lst.path} exceeded; retry in {secs} s",
-                    headers={"Retry-After": secs}))
+                    headers={"Retry-After": secs})))
         headers = request.headers
         try:
             user = lst.auth.check(headers)
         except AuthError as exc:
             h = {"WWW-Authenticate": exc.challenge} if exc.challenge else None
-            return self._fail(soap_version, error_result(exc.status, exc.code, exc.message, headers=h))
+            return usage.done(None, self._fail(soap_version, error_result(exc.status, exc.code, exc.message,
+                                                                          headers=h)))
+        limiter = lst.limiter
+        if limiter is None:
+            return usage.done(user, await self._run(request, lst, params, body, soap_version, user))
+        left = limiter.take(limiter.key(request.remote, user))
+        if left < 0:
+            usage.throttled.inc()
+            return usage.done(user, self._fail(soap_version, limiter.refused(-left, lst.path)))
+        resp = await self._run(request, lst, params, body, soap_version, user)
+        rh = resp.headers
+        rh["X-RateLimit-Limit"] = limiter.limit_header
+        rh["X-RateLimit-Remaining"] = limiter.remaining(left)
+        return usage.done(user, resp)
+
+    async def _run(self, request: web.Request, lst: Listener, params: dict[str, str] | None, body: bytes | None,
+                   soap_version: str | None, user: str | None) -> web.StreamResponse:
+        """Read the body, start the execution and answer (the request is admitted by `serve`)."""
+        rt = self.rt
+        headers = request.headers
         try:
             max_wait = parse_max_wait(headers.get("X-Max-Wait"), rt.config.limits.max_wait_ms,
                                       rt.config.limits.max_wait_ms)
@@ -397,6 +587,8 @@ class ListenerRoutes:
                     if body is None:
                         return self._too_large(None)
             hprops = header_properties(request.raw_headers)
+            if lst.key_header is not None:
+                _drop_header(hprops, lst.key_header)
             try:
                 docs = read_documents(lst.input, body, hprops)
             except InputError as exc:
@@ -492,6 +684,12 @@ def soap_fault_result(version: str, result: HttpResult) -> HttpResult:
     headers["Content-Type"] = soap.content_type(version)
     detail = f"executionId: {eid}" if eid else None
     return HttpResult(result.status, headers, soap.build_fault(version, code, message, detail))
+
+
+def _drop_header(props: dict[str, str], name: str) -> None:
+    """Remove the `inheader_<Name>` property of header `name` (lower case), however the client spelled it."""
+    for k in [k for k in props if k[9:].lower() == name]:
+        del props[k]
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
