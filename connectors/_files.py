@@ -412,11 +412,16 @@ class FileConnector(Connector):
         for entry in entries:
             props = file_props(entry)
             try:
-                data = await session.call("read", entry.path, _read, entry.path)
+                streamed = await self.stream(session, op, entry, props, directory, move_to, ctx)
+                data = b"" if streamed is not None else await session.call("read", entry.path, _read, entry.path)
             except ConnectorError as exc:
                 failed = Document(b"", props).fail(str(exc))
                 failed.trace = trace
                 out.append(failed)
+                continue
+            if streamed is not None:  # backed by the file; the after-read action is the stream's affair
+                streamed.trace = trace
+                out.append(streamed)
                 continue
             got = Document(data, props)
             got.trace = trace
@@ -432,6 +437,13 @@ class FileConnector(Connector):
             except ConnectorError as exc:
                 got.fail(f"{exc} (the file was read; it stays where it is)")
         return out
+
+    async def stream(self, session: _Session, op: Mapping[str, Any], entry: FileEntry, props: dict[str, str],
+                     directory: str, move_to: str | None, ctx: OperationContext) -> Document | None:
+        """A document of `entry` (properties `props`) that reads the file only as it is consumed, with the
+        after-read action of `op` taken care of; None to read the file into memory and act at once (the
+        default). A ConnectorError fails that file's document, as a failed read does."""
+        return None
 
     async def _list(self, session: _Session, op: Mapping[str, Any], directory: str, what: str,
                     skip: str | None = None) -> list[FileEntry]:

@@ -2,23 +2,43 @@
 
 Writes are atomic: the content goes to a temp file in the target's directory, is flushed to disk
 (fsync), and is renamed over the final name with `os.replace`; readers never see a partial file.
-Every blocking call runs in a worker thread so the event loop keeps serving.
+A `get` hands on files of `stream_threshold` bytes or more unread, as documents that read the file
+under a private staged name (see `_staging`). Every blocking call runs in a worker thread so the event loop keeps
+serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from atom.connector import OperationContext
+from atom.document import Document
 from atom.errors import ConnectorError
-from atom.spec import Field, Spec, Str
+from atom.spec import Field, Size, Spec, Str
 
-from .._files import FileConnector, FileEntry, FileStore, TargetExists
+from .._files import GET_SPEC, SEND_SPEC, FileConnector, FileEntry, FileStore, TargetExists, _Session, below, join
+from ._staging import STAGING, FileDocument, Stage, Ticket, signature
+from ._staging import fsync_dir as _fsync_dir
 
 __all__ = ["DiskConnector"]
+
+log = logging.getLogger("atom.connectors.disk")
+
+#: files of at least this many bytes are streamed by default
+STREAM_THRESHOLD = 8 * 1024 * 1024
+
+GET_OPERATION = GET_SPEC.extend(
+    Field("stream_threshold", Size(), default=STREAM_THRESHOLD,
+          description="files of this size or larger are not read into memory: the document reads the "
+                      "file as the process consumes it (a streamed split holds 1 MB at a time), from a "
+                      "private staged name until the execution ends; 0 reads every file into memory",
+          example="64MiB"),
+    summary=GET_SPEC.summary + " Files of `stream_threshold` bytes or more are read as they are consumed.")
 
 #: errors of os.link meaning "hard links are not available here", not "the name is taken"
 _NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
@@ -79,6 +99,8 @@ class DiskStore(FileStore):
             rel_dir = pending.pop()
             with os.scandir(self._abs(rel_dir, itself=True)) as it:
                 for entry in it:
+                    if not rel_dir and entry.name == STAGING:
+                        continue
                     rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                     try:
                         if entry.is_dir(follow_symlinks=False):
@@ -135,20 +157,6 @@ class DiskStore(FileStore):
         _fsync_dir(os.path.dirname(b))
 
 
-def _fsync_dir(path: str) -> None:
-    """Make a rename durable (POSIX); best effort elsewhere."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class DiskConnector(FileConnector):
     """Files in a local directory (created at start when missing)."""
 
@@ -161,12 +169,15 @@ class DiskConnector(FileConnector):
                           "at start when missing. Every name in an operation is relative to it",
               example="./data/orders"),
     ])
+    operations: ClassVar[dict[str, Spec]] = {"get": GET_OPERATION, "send": SEND_SPEC}
     retrying: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
         self.directory: str = str(config.get("directory", "."))
         self.base = ""
+        self._stage: Stage | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
 
     @property
     def peer(self) -> str:
@@ -183,6 +194,13 @@ class DiskConnector(FileConnector):
             raise ConnectorError(f"connection '{self.name}' ({self.peer}): cannot create the directory: "
                                  f"{exc.strerror or exc}") from None
         await super().start()
+        await self._recover(None)
+
+    async def stop(self) -> None:
+        await super().stop()
+        stage, self._stage = self._stage, None
+        if stage is not None:  # files still staged keep it until they are settled
+            await asyncio.to_thread(stage.close)
 
     async def open_store(self) -> FileStore:
         if not self.base:
@@ -194,3 +212,78 @@ class DiskConnector(FileConnector):
 
     async def release(self, store: FileStore) -> None:
         return None
+
+    # ---- large files
+    def stage(self) -> Stage:
+        if self._stage is None:
+            if not self.base:
+                self.base = os.path.realpath(self.directory)
+            self._stage = Stage(DiskStore(self.base), f"connection '{self.name}' ({self.peer})")
+        return self._stage
+
+    async def _recover(self, ctx: OperationContext | None) -> None:
+        """Put back the files staged by an Atom that stopped before settling them."""
+        try:
+            done = await asyncio.to_thread(self.stage().recover)
+        except Exception:
+            log.exception("connection '%s': recovering staged files failed", self.name)
+            return
+        for line in done:
+            log.warning("%s", line)
+            if ctx is not None:
+                ctx.log("warning", line)
+
+    async def get(self, op: Mapping[str, Any], docs: list[Document],
+                  ctx: OperationContext) -> list[Document]:
+        if int(op.get("stream_threshold") or 0) > 0:
+            await self._recover(ctx)
+        return await super().get(op, docs, ctx)
+
+    async def stream(self, session: _Session, op: Mapping[str, Any], entry: FileEntry, props: dict[str, str],
+                     directory: str, move_to: str | None, ctx: OperationContext) -> Document | None:
+        threshold = int(op.get("stream_threshold") or 0)
+        if threshold <= 0 or entry.size < threshold:
+            return None
+        after = str(op.get("after", "keep"))
+        dst = join(move_to, below(entry.path, directory)) if after == "move" and move_to is not None else None
+        if after == "move" and dst is None:
+            return None
+        where = self.where("read", entry.path)
+        return await session.call("read", entry.path, self._staged, entry, after, dst, props, where, ctx)
+
+    async def _staged(self, store: FileStore, entry: FileEntry, after: str, dst: str | None,
+                      props: dict[str, str], where: str, ctx: OperationContext) -> Document | None:
+        stage = self.stage()
+        taking = asyncio.ensure_future(asyncio.to_thread(stage.take, entry.path, after, dst))
+        try:
+            ticket = await asyncio.shield(taking)
+        except asyncio.CancelledError:  # the file may be staged all the same: then it goes back
+            taking.add_done_callback(_abandon)
+            raise
+        if ticket is None:
+            if after != "keep":
+                return None  # read into memory, then deleted or moved at once
+            # no hard link here: the document reads the file in place (one changed or removed since
+            # fails the document when it is opened)
+            path = stage.store._abs(entry.path)
+            return FileDocument.backed_by(path, props, await asyncio.to_thread(signature, path), where)
+        doc = ticket.document(props, where)
+        ex = ctx.execution
+        if ex is None:
+            ticket.end("")
+        else:
+            task = asyncio.ensure_future(ticket.until_ended(ex))
+            self._watchers.add(task)
+            task.add_done_callback(self._watchers.discard)
+        ctx.log("debug", f"connection '{self.name}': '{entry.path}' is read as a stream from '{ticket.data}'")
+        return doc
+
+
+def _abandon(taking: asyncio.Future[Ticket | None]) -> None:
+    """Put back a file staged for a get that was cancelled meanwhile."""
+    if taking.cancelled() or taking.exception() is not None:
+        return
+    ticket = taking.result()
+    if ticket is not None:
+        ticket.end("INPROCESS")
+        ticket.release()

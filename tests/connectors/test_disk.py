@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import gc
 import json
 import os
+import sys
+import threading
+import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +21,7 @@ from atom.document import Document
 from atom.spec import CheckContext, Spec
 from atom.yamlio import Where
 from connectors.disk import DiskConnector, DiskStore
+from connectors.disk._staging import Stage
 
 CTX = OperationContext(None)
 
@@ -336,3 +344,296 @@ def test_the_docs_describe_every_field() -> None:
     for spec in [DiskConnector.connection_spec, *DiskConnector.operations.values()]:
         for f in spec.fields:
             assert f"| `{f.name}` |" in doc, f.name
+
+
+# ------------------------------------------------------------------------------------------- large files
+
+def records(path: Path, n: int, payload: int = 1000) -> bytes:
+    """An XML file of `n` records of about `payload` bytes each; returns its content."""
+    rec = "<Record><Id>{}</Id><Text>" + "x" * payload + "</Text></Record>\n"
+    data = ("<Root>\n" + "".join(rec.format(i) for i in range(n)) + "</Root>\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def staged(conn: DiskConnector) -> list[str]:
+    """The files in the staging directory, owner lock files aside."""
+    return [p for p in listing(conn) if p.startswith(".atom-staging/") and not p.endswith("/lock")]
+
+
+def deploy(tmp_path: Path, operation: str, *shapes: str) -> Any:
+    """A connection `files` on tmp_path/data and a process `p` starting with a get of `operation`."""
+    from atom.loader import load_directory
+
+    comps = tmp_path / "components"
+    comps.mkdir(exist_ok=True)
+    (comps / "files.yaml").write_text(f"connection: files\ntype: disk\ndirectory: {tmp_path / 'data'}\n")
+    (comps / "sink.yaml").write_text("connection: sink\ntype: test\ndelay: 30s\n")
+    body = "\n".join(f"  - {s}" for s in shapes)
+    (comps / "p.yaml").write_text(f"process: p\nstart:\n  connector:\n    connection: files\n"
+                                  f"    operation: {operation}\nshapes:\n{body}\n")
+    return load_directory(comps)
+
+
+def execute(dep: Any, **kw: Any) -> Any:
+    from atom.engine import Engine
+
+    async def go() -> Any:
+        eng = Engine(dep)
+        try:
+            return await eng.execute("p", **kw)
+        finally:
+            await eng.stop()
+
+    return asyncio.run(go())
+
+
+def files_below(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p.name != "lock")
+
+
+def test_a_large_file_is_split_as_it_is_read(tmp_path: Path) -> None:
+    """30 MB picked up by get and split by XPath: the file is never held whole (a full read alone would
+    allocate its 30 MB), every record comes out, and the file stays (after: keep)."""
+    src = tmp_path / "data" / "in" / "big.xml"
+    n = 30_000
+    size = len(records(src, n))
+    assert size > 30_000_000
+    dep = deploy(tmp_path, "{directory: in}", "{id: sp, split: {xpath: /Root/Record}}")
+    tracemalloc.start()
+    try:
+        ex = execute(dep)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ex.status == "COMPLETE", ex.message
+    assert ex.shape_stats["sp"].docs_out == n
+    assert peak < size // 4, peak
+    assert files_below(tmp_path / "data") == ["in/big.xml"]  # the staged link is gone
+
+
+@pytest.mark.parametrize("after", ["delete", "move"])
+def test_after_delete_or_move_with_a_large_file(tmp_path: Path, after: str) -> None:
+    data = records(tmp_path / "data" / "in" / "big.xml", 2_000)
+    (tmp_path / "data" / "done").mkdir()
+    (tmp_path / "data" / "done" / "big.xml").write_text("an older file")
+    seen: list[Any] = []
+
+    def hook(docs: list[Document]) -> list[Document]:  # between get and split
+        seen.append(([d.props for d in docs], files_below(tmp_path / "data"), type(docs[0]) is not Document))
+        return docs
+
+    op = f"{{directory: in, after: {after}, move_to: done, stream_threshold: 1MiB}}" if after == "move" \
+        else "{directory: in, after: delete, stream_threshold: 1MiB}"
+    dep = deploy(tmp_path, op, "{id: hook, set_properties: {document: {x: y}}}", "{id: sp, split: {xpath: /Root/Record}}",
+                 "{id: r, return: {}}")
+    ex = execute(dep, mocks={"hook": hook})
+    assert ex.status == "COMPLETE", ex.message
+    assert len(ex.returned) == 2_000 and ex.returned[-1].xml.findtext("Id") == "1999"
+    [(props, during, streamed)] = seen
+    assert streamed and props[0]["file_path"] == "in/big.xml" and props[0]["file_size"] == str(len(data))
+    # while the execution runs, the file has left the inbound directory for the staging directory
+    assert [p for p in during if not p.startswith(".atom-staging/")] == ["done/big.xml"]
+    assert len([p for p in during if p.startswith(".atom-staging/") and not p.endswith(".json")]) == 1
+    if after == "delete":
+        assert files_below(tmp_path / "data") == ["done/big.xml"]
+    else:  # moved once the execution ended; a taken name gets a suffix
+        assert files_below(tmp_path / "data") == ["done/big-1.xml", "done/big.xml"]
+        assert (tmp_path / "data" / "done" / "big-1.xml").read_bytes() == data
+
+
+async def test_file_documents_have_the_properties_of_read_ones(disk: DiskConnector) -> None:
+    put(disk, "in/a.xml", "<a/>" * 100, mtime=1_700_000_000)
+    [read] = await disk.get(operation("get", {"directory": "in"}), [], CTX)
+    [streamed] = await disk.get(operation("get", {"directory": "in", "stream_threshold": 400}), [], CTX)
+    assert type(read) is Document and type(streamed) is not Document
+    assert streamed.props == read.props == {"file_name": "a.xml", "file_path": "in/a.xml", "file_size": "400",
+                                             "file_mtime": "2023-11-14T22:13:20+00:00"}
+    assert streamed.size == read.size == 400 and streamed.data == read.data
+    assert operation("get", {"stream_threshold": "64MiB"})["stream_threshold"] == 64 * 1024 * 1024
+
+
+async def test_small_files_are_read_into_memory_as_before(disk: DiskConnector) -> None:
+    put(disk, "in/a.csv", "a")
+    put(disk, "in/b.csv", "b")
+    op = operation("get", {"directory": "in", "after": "move", "move_to": "done"})
+    assert op["stream_threshold"] == 8 * 1024 * 1024
+    docs = await disk.get(op, [], CTX)
+    assert [type(d) for d in docs] == [Document, Document] and [d.data for d in docs] == [b"a", b"b"]
+    assert listing(disk) == ["done/a.csv", "done/b.csv"]  # moved at once; nothing staged
+    assert not (base(disk) / ".atom-staging").exists()
+
+
+async def test_a_staged_file_lives_as_long_as_a_document_refers_to_it(disk: DiskConnector) -> None:
+    put(disk, "in/a.csv", "1\n2\n")
+    put(disk, "keep.csv", "k")
+    docs = await disk.get(operation("get", {"directory": "in", "after": "delete", "stream_threshold": 1}), [], CTX)
+    assert listing(disk) == [f".atom-staging/{disk.stage().name}/{f}" for f in ("1-a.csv", "1.json", "lock")] \
+        + ["keep.csv"]
+    # a recursive get or list never sees the staging directory
+    got = await disk.get(operation("get", {"recursive": True}), [], CTX)
+    assert [d.props["file_path"] for d in got] == ["keep.csv"]
+    copy = docs[0].copy()
+    del docs
+    gc.collect()
+    assert len(staged(disk)) == 2  # the copy still reads it
+    assert copy.text == "1\n2\n"
+    del copy
+    gc.collect()
+    assert staged(disk) == [] and listing(disk)[-1:] == ["keep.csv"]
+    await disk.stop()
+    assert listing(disk) == ["keep.csv"]
+
+
+def test_a_file_changed_or_removed_after_get_fails_with_a_located_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "data" / "in" / "o.xml"
+    shapes = ("{id: hook, set_properties: {document: {x: y}}}", "{id: sp, split: {xpath: /Root/Record}}")
+
+    def run(op: str, act: Any) -> Any:
+        records(src, 3, payload=10)
+        os.utime(src, (1_700_000_000, 1_700_000_000))
+        return execute(deploy(tmp_path, op, *shapes), mocks={"hook": lambda docs: (act(docs), docs)[1]})
+
+    def change(docs: list[Document]) -> None:  # rewritten in place by its writer
+        with open(src, "wb") as f:
+            f.write(b"<Root><Record>changed</Record></Root>")
+
+    ex = run("{directory: in, stream_threshold: 1}", change)
+    assert ex.status == "ERROR"
+    assert ex.message.startswith(f"split 'sp': connection 'files' (disk {tmp_path / 'data'}): read 'in/o.xml': "
+                                 "the file was changed after get picked it up")
+    assert ex.shape_stats["sp"].docs_out == 0
+
+    # after: keep reads a hard link: the file removed (or replaced) by its writer is still read whole
+    ex = run("{directory: in, stream_threshold: 1}", lambda docs: src.unlink())
+    assert ex.status == "COMPLETE" and ex.shape_stats["sp"].docs_out == 3
+    assert files_below(tmp_path / "data") == []
+
+    # a staged file removed from under the execution
+    def remove_staged(docs: list[Document]) -> None:
+        for p in (tmp_path / "data" / ".atom-staging").rglob("1-o.xml"):
+            p.unlink()
+
+    ex = run("{directory: in, after: delete, stream_threshold: 1}", remove_staged)
+    assert ex.status == "ERROR" and "read 'in/o.xml': the file is gone" in ex.message
+
+    # without hard links, after: keep reads the file in place
+    def no_link(*args: Any, **kw: Any) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_link)
+    ex = run("{directory: in, stream_threshold: 1}", lambda docs: src.unlink())
+    assert ex.status == "ERROR"
+    assert ex.message.startswith("split 'sp': connection 'files' (disk ") and "read 'in/o.xml': the file is gone" \
+        in ex.message
+    assert files_below(tmp_path / "data") == []
+
+
+def test_an_execution_that_does_not_finish_puts_the_file_back(tmp_path: Path) -> None:
+    from atom.engine import Engine
+
+    data = records(tmp_path / "data" / "in" / "o.xml", 3, payload=10)
+    dep = deploy(tmp_path, "{directory: in, after: delete, stream_threshold: 1}", "{id: k, connector: {connection: sink}}")
+
+    async def go() -> str:
+        eng = Engine(dep)
+        ex = eng.new_execution("p")
+        task = asyncio.ensure_future(eng.run(ex))
+        while not any(p.name == "1-o.xml" for p in (tmp_path / "data").rglob("*")):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # in the sink's delay
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await eng.stop()
+        return ex.status
+
+    assert asyncio.run(go()) == "ABORTED"
+    gc.collect()
+    assert files_below(tmp_path / "data") == ["in/o.xml"]
+    assert (tmp_path / "data" / "in" / "o.xml").read_bytes() == data
+
+
+RECOVERY = """
+import asyncio, os, sys
+from connectors.disk import DiskConnector
+from tests.connectors.test_disk import CTX, operation
+
+async def main():
+    conn = DiskConnector("files", {"directory": sys.argv[1]})
+    await conn.start()
+    op = {"directory": "in", "after": sys.argv[2], "stream_threshold": 1}
+    if sys.argv[2] == "move":
+        op["move_to"] = "done"
+    docs = await conn.get(operation("get", op), [], CTX)
+    assert len(docs) == 1
+    os._exit(0)  # the Atom stops before its execution ended
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+@pytest.mark.parametrize("after", ["delete", "move", "keep"])
+async def test_files_staged_by_an_atom_that_stopped_are_put_back(tmp_path: Path, after: str) -> None:
+    root = tmp_path / "data"
+    data = records(root / "in" / "o.xml", 3, payload=10)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", RECOVERY, str(root), after, env=env)
+    assert await proc.wait() == 0
+    left = files_below(root)
+    assert len([p for p in left if p.startswith(".atom-staging/")]) == 2  # the file (or link) and its manifest
+    assert [p for p in left if not p.startswith(".atom-staging/")] == (["in/o.xml"] if after == "keep" else [])
+    conn = DiskConnector("files", {"directory": str(root)})
+    await conn.start()  # recovers
+    assert files_below(root) == ["in/o.xml"] and (root / "in" / "o.xml").read_bytes() == data
+    [doc] = await conn.get(operation("get", {"directory": "in", "after": "delete"}), [], CTX)
+    assert doc.data == data
+    await conn.stop()
+
+
+async def test_without_a_staging_directory_large_files_are_read_as_before(
+        disk: DiskConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(self: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(Stage, "_open", refused)
+    put(disk, "in/a.csv", "1\n2\n")
+    [kept] = await disk.get(operation("get", {"directory": "in", "stream_threshold": 1}), [], CTX)
+    assert type(kept) is not Document and kept.text == "1\n2\n"  # read in place
+    [deleted] = await disk.get(operation("get", {"directory": "in", "after": "delete", "stream_threshold": 1}), [],
+                               CTX)
+    assert type(deleted) is Document and deleted.data == b"1\n2\n"
+    assert listing(disk) == []
+
+
+async def test_a_get_cancelled_while_staging_puts_the_file_back(
+        disk: DiskConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    put(disk, "in/a.csv", "1\n2\n")
+    take = Stage.take
+    started, finished = threading.Event(), threading.Event()
+
+    def slow(self: Stage, *args: Any) -> Any:
+        started.set()
+        time.sleep(0.2)
+        try:
+            return take(self, *args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(Stage, "take", slow)
+    task = asyncio.ensure_future(disk.get(operation("get", {"directory": "in", "after": "delete",
+                                                            "stream_threshold": 1}), [], CTX))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(finished.wait)  # the file was staged all the same ...
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not staged(disk):
+            break
+    assert staged(disk) == [] and (base(disk) / "in/a.csv").read_text() == "1\n2\n"  # ... and put back
