@@ -11,7 +11,7 @@ from typing import IO, Any
 import orjson
 from lxml import etree
 
-from .errors import DocumentError
+from .errors import ERROR, DocumentError, check_kind, handled_kind
 
 #: The only XML parser the Atom uses: no entity resolution, no DTD loading, no network, no huge trees.
 SAFE_XML_PARSER = etree.XMLParser(
@@ -188,13 +188,16 @@ class Document:
 
     Views (`text`, `json`, `xml`) parse once and are cached; they must be treated as read-only.
     Shapes that change content make a new document with `derive()`, which copies the properties.
-    A document whose `error` is set has failed; the engine routes it to the catch path.
+    A document whose `error` is set has failed; the engine routes it to the catch path. A failed
+    document also has `error_kind` (one of `atom.errors.KINDS`) and, when the failure came with an
+    HTTP answer, `error_status`.
 
     A document made by `from_file()` reads its file only when `data` or a view is first asked for;
     `open()` and `size` do not read it, so a streaming consumer (a split) never holds it whole.
     """
 
-    __slots__ = ("_data", "_json", "_path", "_size", "_text", "_xml", "error", "props", "trace")
+    __slots__ = ("_data", "_json", "_path", "_size", "_text", "_xml", "error", "error_kind", "error_status",
+                 "props", "trace")
 
     def __init__(self, data: bytes | str = b"", props: dict[str, str] | None = None) -> None:
         self._data: bytes | None = data.encode() if isinstance(data, str) else bytes(data)
@@ -205,6 +208,8 @@ class Document:
         self._json: Any = _UNSET
         self._xml: Any = None
         self.error: str | None = None
+        self.error_kind: str | None = None
+        self.error_status: int | None = None
         self.trace: tuple[tuple[int, int], ...] = ()
 
     @classmethod
@@ -284,9 +289,15 @@ class Document:
         new._text, new._json, new._xml, new.trace = self._text, self._json, self._xml, self.trace
         return new
 
-    def fail(self, message: str) -> Document:
-        """Mark this document failed (it keeps its content and properties)."""
+    def fail(self, message: str, kind: str | None = None, status: int | None = None) -> Document:
+        """Mark this document failed (it keeps its content and properties).
+
+        `kind` is one of `atom.errors.KINDS`; without it, the kind of the DocumentError being handled
+        (when called in its `except` block), else `error`. `status` is the HTTP status of the answer
+        that made it fail, when there was one."""
         self.error = message
+        self.error_kind = check_kind(kind) if kind is not None else (handled_kind() or ERROR)
+        self.error_status = status
         return self
 
     def __repr__(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from . import metrics
 from .connector import Connector, OperationContext
 from .document import Document
-from .errors import DocumentError, ExecutionAbort, StopExecution
+from .errors import ERROR, DocumentError, ExecutionAbort, StopExecution
 from .expressions import ENV_VIEW
 from .model import ConnectionDef, Deployment, ProcessDef
 from .shapes import END, Shape
@@ -62,10 +62,18 @@ class LogEntry:
     level: str
     shape: str
     message: str
+    #: the kind and HTTP status of a document error (entries that log one)
+    kind: str | None = None
+    status: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"time": dt.datetime.fromtimestamp(self.time, dt.UTC).isoformat(),
-                "level": self.level.upper(), "shape": self.shape, "message": self.message}
+        out: dict[str, Any] = {"time": dt.datetime.fromtimestamp(self.time, dt.UTC).isoformat(),
+                               "level": self.level.upper(), "shape": self.shape, "message": self.message}
+        if self.kind is not None:
+            out["errorKind"] = self.kind
+            if self.status is not None:
+                out["errorStatus"] = self.status
+        return out
 
 
 class Recorder(Protocol):
@@ -118,8 +126,9 @@ class Execution:
         self.shape_stats: dict[str, ShapeStats] = {}
         self.warned = False
         self.inbound_error_count = 0
-        #: (scope id, index) -> message for documents that failed inside a branch or try scope
-        self.failed: dict[tuple[int, int], str] = {}
+        #: (scope id, index) -> (message, kind, HTTP status) for documents that failed inside a branch
+        #: or try scope
+        self.failed: dict[tuple[int, int], tuple[str, str, int | None]] = {}
         self.catching: set[int] = set()
         self._scope_seq = 0
         self._caches: dict[str, DocCache] = {}
@@ -160,8 +169,10 @@ class Execution:
                                  "type": self.execution_type}
         return {"doc": doc, "process": self.properties, "execution": info, "env": ENV_VIEW}
 
-    def log(self, level: str, message: str, shape: str = "") -> None:
-        self.logs.append(LogEntry(time.time(), level, shape, message))
+    def log(self, level: str, message: str, shape: str = "", *, kind: str | None = None,
+            status: int | None = None) -> None:
+        """Add an entry to the execution log; `kind` and `status` describe a document error."""
+        self.logs.append(LogEntry(time.time(), level, shape, message, kind, status))
         if level == "error":
             log.debug("%s %s: %s", self.id, shape, message)
 
@@ -195,13 +206,17 @@ class Execution:
         try:
             return await fn(op, docs, ctx)
         except DocumentError as exc:
+            # the kind only: a connector puts an HTTP status on the documents it fails itself
             msg = f"connector '{shape_id}' ({connection}): {exc}"
+            kind = exc.kind
         except NotImplementedError as exc:
             msg = f"connector '{shape_id}' ({connection}): {exc}"
+            kind = ERROR
         except Exception as exc:
             log.exception("connector %s failed", connection)
             msg = f"connector '{shape_id}' ({connection}): {type(exc).__name__}: {exc}"
-        return [d.fail(msg) for d in docs] if docs else [Document().fail(msg)]
+            kind = ERROR
+        return [d.fail(msg, kind) for d in docs] if docs else [Document().fail(msg, kind)]
 
     # -------------------------------------------------------------------------------- running
     async def run_path(self, shape_id: str | None, docs: list[Document]) -> None:
@@ -225,11 +240,12 @@ class Execution:
             stats.seconds += time.perf_counter() - t0
             raise
         except DocumentError as exc:
-            outputs = [(None, [d.fail(f"{shape.kind} '{shape_id}': {exc}") for d in docs])]
+            kind = exc.kind
+            outputs = [(None, [d.fail(f"{shape.kind} '{shape_id}': {exc}", kind) for d in docs])]
         except Exception as exc:  # a bug in a shape fails its documents, never the runtime
             log.error("shape %s failed:\n%s", shape_id, traceback.format_exc())
             outputs = [(None, [d.fail(f"{shape.kind} '{shape_id}': internal error: {type(exc).__name__}: "
-                                      f"{exc}") for d in docs])]
+                                      f"{exc}", ERROR) for d in docs])]
         stats.seconds += time.perf_counter() - t0
         if outputs and not shape.terminal:
             _drop_consumed_views(docs, outputs)
@@ -273,14 +289,16 @@ class Execution:
 
     def _document_failed(self, doc: Document, shape_id: str) -> None:
         msg = doc.error or "failed"
+        kind, status = doc.error_kind or ERROR, doc.error_status
         caught = False
-        for sid, i in reversed(doc.trace):
-            if sid in self.catching:
-                self.failed.setdefault((sid, i), msg)
-                caught = True
-                break
-            self.failed.setdefault((sid, i), msg)
-        self.log("error", msg, shape_id)
+        if doc.trace:
+            why = (msg, kind, status)
+            for sid, i in reversed(doc.trace):
+                self.failed.setdefault((sid, i), why)
+                if sid in self.catching:
+                    caught = True
+                    break
+        self.log("error", msg, shape_id, kind=kind, status=status)
         if not caught:
             self.errors.append(msg)
             self.error_documents.append(doc)

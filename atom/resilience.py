@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import metrics
-from .errors import ConnectorError
+from .errors import UNAVAILABLE, ConnectorError, network_kind
 from .spec import Duration, Field, Float, Int, Object, Spec
 
 T = TypeVar("T")
@@ -66,9 +66,11 @@ class RetryPolicy:
 
 
 class CircuitOpenError(ConnectorError):
+    """A call refused by an open (or half-open, trial running) circuit breaker: kind `unavailable`."""
+
     def __init__(self, name: str, remaining: float) -> None:
         super().__init__(f"connection '{name}': circuit breaker is open (next trial in {remaining:.1f}s)",
-                         retryable=False)
+                         retryable=False, kind=UNAVAILABLE)
 
 
 class CircuitBreaker:
@@ -150,8 +152,10 @@ async def call_with_retry(
 
     `fn` raises ConnectorError(retryable=True) for transient failures (set `retry_after` on the
     exception, in seconds, to honour a Retry-After header); asyncio.TimeoutError and OSError count as
-    transient too. Non-retryable ConnectorErrors are raised at once and do not trip the breaker
-    (a 4xx means the peer is up). Returns fn's result; raises the last error when attempts run out.
+    transient too (kinds `timeout` and `unreachable`). Non-retryable ConnectorErrors are raised at
+    once and do not trip the breaker (a 4xx means the peer is up). Returns fn's result; raises the
+    last error when attempts run out (with its kind and status), or a ConnectorError of kind
+    `unavailable` when the breaker is open or opens during the retries.
     """
     attempt = 0
     err: ConnectorError | None = None
@@ -167,7 +171,7 @@ async def call_with_retry(
                 # The breaker opened during our own retries: report the failure that opened it.
                 reason = str(open_exc).split(": ", 1)[-1]
                 wrapped = ConnectorError(f"{err} (after {attempt - 1} attempts; then the {reason})",
-                                         retryable=False, status=err.status)
+                                         retryable=False, status=err.status, kind=UNAVAILABLE)
                 if hasattr(err, "answer"):  # what the peer answered, for connectors that expose it
                     wrapped.answer = err.answer  # type: ignore[attr-defined]
                 raise wrapped from err
@@ -181,9 +185,10 @@ async def call_with_retry(
                 raise
             err = exc
         except TimeoutError as exc:
-            err = ConnectorError(f"timed out{': ' + str(exc) if str(exc) else ''}", retryable=True)
+            err = ConnectorError(f"timed out{': ' + str(exc) if str(exc) else ''}", retryable=True,
+                                 kind=network_kind(exc))
         except OSError as exc:
-            err = ConnectorError(f"network error: {exc}", retryable=True)
+            err = ConnectorError(f"network error: {exc}", retryable=True, kind=network_kind(exc))
         except Exception:
             # An error the connector did not classify: count it against the peer, never retry it.
             if breaker is not None:
@@ -208,7 +213,7 @@ async def call_with_retry(
             metrics.CONNECTOR_CALLS.labels(connection, "error").inc()
             if attempt > 1:
                 raise ConnectorError(f"{err} (after {attempt} attempts)", retryable=False,
-                                     status=err.status) from err
+                                     status=err.status, kind=err.kind) from err
             raise err
         delay = policy.delay(attempt, retry_after)
         metrics.CONNECTOR_RETRIES.labels(connection).inc()

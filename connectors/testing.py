@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 
 from atom.connector import Connector, OperationContext
 from atom.document import Document
+from atom.errors import KINDS
 from atom.expressions import truthy
-from atom.spec import Any_, Duration, Field, ListOf, Spec, Str, Template, Value
+from atom.spec import Any_, Duration, Enum, Field, Int, ListOf, Spec, Str, Template, Value
 
 
 def _to_doc(item: Any) -> Document:
@@ -40,6 +41,10 @@ class TestConnector(Connector):
             Field("reply", Template(), description="template of the answer document (default: the input)"),
             Field("fail_when", Value(), description="condition under which a document fails"),
             Field("fail_message", Str(), default="rejected by test connector", description="failure message"),
+            Field("fail_kind", Enum(*KINDS), default="rejected",
+                  description="kind of the failure (`try_catch_kind` on a catch path)"),
+            Field("fail_status", Int(minimum=100, maximum=599),
+                  description="HTTP status of the failure (`try_catch_status`), as an http peer would give"),
         ]),
     }
     #: connection name -> documents sent (for tests)
@@ -59,10 +64,11 @@ class TestConnector(Connector):
         out = []
         sink = TestConnector.sent.setdefault(self.name, [])
         reply, fail_when = op.get("reply"), op.get("fail_when")
+        fail_kind, fail_status = op.get("fail_kind", "rejected"), op.get("fail_status")
         for doc in docs:
             scope = ctx.scope(doc)
             if fail_when is not None and truthy(fail_when.evaluate(scope)):
-                out.append(doc.fail(f"connection '{self.name}': {op.get('fail_message')}"))
+                out.append(doc.fail(f"connection '{self.name}': {op.get('fail_message')}", fail_kind, fail_status))
                 continue
             sink.append(doc)
             out.append(doc.derive(reply.render(scope)) if reply is not None else doc)

@@ -73,7 +73,7 @@ def each(docs: Iterable[Document], fn: Callable[[Document], Document | list[Docu
         try:
             got = fn(doc)
         except DocumentError as exc:
-            out.append(doc.fail(f"{where}: {exc}"))
+            out.append(doc.fail(f"{where}: {exc}", exc.kind))
             continue
         if got is None:
             continue

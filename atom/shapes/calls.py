@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..document import Document
-from ..errors import DocumentError
+from ..errors import ERROR, DocumentError
 from ..expressions import Template
 from ..spec import Bool, CheckContext, Custom, Enum, Field, Object, Spec, Str, Value
 from ..spec import Template as TemplateField
@@ -41,7 +41,7 @@ class Map(Shape):
     async def run(self, docs: list[Document], ex: Execution) -> Outputs:
         m = self.compiled
         if m is None:
-            return [(None, [d.fail(f"map '{self.id}' is not available") for d in docs])]
+            return [(None, [d.fail(f"map '{self.id}' is not available", ERROR) for d in docs])]
         return [(self.next, each(docs, lambda d: m.apply(d, ex), f"map '{self.id}' ({m.name})"))]
 
 
@@ -111,7 +111,13 @@ class ProcessCall(Shape):
             ex.properties.update(child.properties)
             if child.status == "ERROR":
                 msg = f"process_call '{self.id}': process '{self.process}' failed: {child.message}"
-                out.extend(d.fail(msg) for d in b)
+                # the kind of the child's first document error, when its message is that error's
+                first = child.error_documents[0] if child.error_documents else None
+                if first is not None and first.error and child.message.startswith(first.error):
+                    kind, status = first.error_kind or ERROR, first.error_status
+                else:
+                    kind, status = ERROR, None
+                out.extend(d.fail(msg, kind, status) for d in b)
             else:
                 out.extend(child.returned)
         return [(self.next, out)]

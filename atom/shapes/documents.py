@@ -202,7 +202,7 @@ class Split(Shape):
                 self._check(doc)
                 ok.append(doc)
             except DocumentError as exc:
-                failed.append(doc.fail(f"{where}: {exc}"))
+                failed.append(doc.fail(f"{where}: {exc}", exc.kind))
         await ex.run_stream(self.id, self.next, self._batches(ok, failed, size, where))
         return []
 
@@ -217,7 +217,7 @@ class Split(Shape):
                         yield batch
                         batch = []
             except DocumentError as exc:  # the input changed since it was checked
-                batch.append(doc.fail(f"{where}: {exc}"))
+                batch.append(doc.fail(f"{where}: {exc}", exc.kind))
             doc.drop_views()
         if batch:
             yield batch
@@ -316,7 +316,7 @@ class Combine(Shape):
             else:
                 new = docs[0].derive(cfg.get("separator", "\n").join(d.text for d in docs))
         except DocumentError as exc:
-            return [(None, [d.fail(f"combine '{self.id}': {exc}") for d in docs])]
+            return [(None, [d.fail(f"combine '{self.id}': {exc}", exc.kind) for d in docs])]
         return [(self.next, [new])]
 
 

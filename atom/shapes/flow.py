@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..document import Document
-from ..errors import DocumentError, ExecutionAbort, StopExecution
+from ..errors import KINDS, DocumentError, ExecutionAbort, StopExecution
 from ..expressions import Template, truthy
 from ..spec import Bool, Duration, Enum, Field, Int, ListOf, MapOf, Object, Spec, Str, Value
 from ..yamlio import Where
@@ -70,7 +70,7 @@ class Decision(Shape):
             try:
                 (yes if self.test(doc, ex) else no).append(doc)
             except DocumentError as exc:
-                yes.append(doc.fail(f"decision '{self.id}': {exc}"))
+                yes.append(doc.fail(f"decision '{self.id}': {exc}", exc.kind))
         return [(self.then, yes), (self.else_, no)]
 
 
@@ -177,7 +177,7 @@ class Route(Shape):
             try:
                 val = self.by.evaluate(ex.scope(doc))
             except DocumentError as exc:
-                doc.fail(f"route '{self.id}': {exc}")
+                doc.fail(f"route '{self.id}': {exc}", exc.kind)
                 buckets.setdefault(self.default, []).append(doc)
                 continue
             key = ("true" if val else "false") if isinstance(val, bool) else str(val)
@@ -196,7 +196,9 @@ class Route(Shape):
 class TryCatch(Shape):
     kind = "try_catch"
     summary = ("Runs the `try` path; documents that fail anywhere on it are retried (optionally) and then "
-               "sent to the `catch` path with document property `try_catch_message` set.")
+               "sent to the `catch` path with document properties `try_catch_message` (the error), "
+               "`try_catch_kind` (`timeout`, `unreachable`, `unavailable`, `status`, `rejected`, `auth`, "
+               "`invalid` or `error`) and, when the failure came with an HTTP answer, `try_catch_status`.")
     example = "{id: t, try_catch: {try: risky, catch: handle, retries: 2, backoff: 500ms}}"
     branching = True
     value_type = Object(Spec([
@@ -244,9 +246,15 @@ class TryCatch(Shape):
             await asyncio.sleep(delay)
             pending = [(i, d) for i, d, _ in failed]
         caught = []
-        for _i, d, message in failed:
+        for _i, d, (message, kind, status) in failed:
             c = d.copy()
-            c.props["try_catch_message"] = message
+            props = c.props
+            props["try_catch_message"] = message
+            props["try_catch_kind"] = kind
+            if status is not None:
+                props["try_catch_status"] = str(status)
+            else:
+                props.pop("try_catch_status", None)
             caught.append(c)
         ex.log("warning", f"{len(caught)} document(s) sent to the catch path", self.id)
         return [(self.catch, caught)]
@@ -329,10 +337,13 @@ class Exception_(Shape):
     value_type = Object(Spec([
         Field("message", Value(), required=True, description="template of the error message"),
         Field("scope", Enum("document", "execution"), default="document", description="what fails"),
+        Field("kind", Enum(*KINDS), default="error",
+              description="kind of the document error (`try_catch_kind` on a catch path)"),
     ]))
 
     async def run(self, docs: list[Document], ex: Execution) -> Outputs:
         tmpl = self.cfg["message"]
+        kind = self.cfg.get("kind", "error")
         out = []
         for doc in docs:
             try:
@@ -341,5 +352,5 @@ class Exception_(Shape):
                 msg = f"(message failed: {exc})"
             if self.cfg.get("scope") == "execution":
                 raise ExecutionAbort(msg)
-            out.append(doc.fail(msg))
+            out.append(doc.fail(msg, kind))
         return [(None, out)]

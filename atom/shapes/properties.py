@@ -86,7 +86,7 @@ class Message(Shape):
             try:
                 text = self.template.render(scope)
             except DocumentError as exc:
-                return [(None, [d.fail(f"message '{self.id}': {exc}") for d in docs])]
+                return [(None, [d.fail(f"message '{self.id}': {exc}", exc.kind) for d in docs])]
             new = first.derive(text) if first is not None else Document(text)
             if self.content_type:
                 new.props["content_type"] = self.content_type

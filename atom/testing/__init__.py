@@ -9,6 +9,7 @@ cases:
     mocks:                                 # by shape id: the shape is not run
       store: {documents: ['{"ok": true}']} # ... it returns these documents
       # other: {error: "ERP is down"}      # ... or fails every document
+      # erp: {error: "...", kind: status, status: 503}  # ... with an error kind and HTTP status
     expect:
       status: COMPLETE                     # COMPLETE | COMPLETE_WARN | ERROR
       documents: ['{"ok": true}']          # returned documents: text (trimmed) or JSON values
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..document import Document
-from ..errors import LoadError, Location, Problem
+from ..errors import KINDS, LoadError, Location, Problem
 from ..model import Deployment
 from ..spec import Any_, CheckContext, Enum, Field, Int, ListOf, MapOf, Object, Spec, Str
 from ..yamlio import Where, load_yaml
@@ -38,6 +39,10 @@ from ..yamlio import Where, load_yaml
 MOCK_SPEC = Spec([
     Field("documents", ListOf(Any_()), description="documents the mocked shape returns"),
     Field("error", Str(), description="fail every document with this message"),
+    Field("kind", Enum(*KINDS), default="error",
+          description="with `error`: the failure's kind (`try_catch_kind` on a catch path)"),
+    Field("status", Int(minimum=100, maximum=599),
+          description="with `error`: the HTTP status of the failure (`try_catch_status`)"),
 ], summary="A mock replacing one shape")
 
 EXPECT_SPEC = Spec([
@@ -108,8 +113,8 @@ def parse_test_file(path: Path) -> list[TestCase]:
 
 def _mock(spec: Mapping[str, Any]) -> Callable[[list[Document]], list[Document]]:
     if "error" in spec:
-        msg = spec["error"]
-        return lambda docs: [d.fail(msg) for d in docs]
+        msg, kind, status = spec["error"], spec.get("kind", "error"), spec.get("status")
+        return lambda docs: [d.fail(msg, kind, status) for d in docs]
     items = spec.get("documents", [])
 
     def run(docs: list[Document]) -> list[Document]:

@@ -28,7 +28,7 @@ import orjson
 import pymysql
 from pymysql.constants import CLIENT
 
-from atom.errors import ConnectorError
+from atom.errors import AUTH, INVALID, REJECTED, TIMEOUT, UNREACHABLE, ConnectorError
 
 from ._spec import DatabaseUrl
 from ._values import MYSQL_DECODERS, json_text, mysql_literal, to_json, to_postgres, to_sqlite
@@ -39,12 +39,14 @@ T = TypeVar("T")
 class DbError(ConnectorError):
     """A database failure. `retryable`: the connection or a lock failed, the same work may succeed on a
     new attempt. Otherwise the database answered with an error (`status` 409 for a constraint
-    violation, 400 for anything else), so the circuit breaker counts the database as up."""
+    violation, 400 for anything else), so the circuit breaker counts the database as up. A `broken`
+    connection is of kind `unreachable`."""
 
     def __init__(self, message: str, *, retryable: bool = False, status: int | None = None,
-                 broken: bool = False) -> None:
+                 broken: bool = False, kind: str | None = None) -> None:
         super().__init__(message, retryable=retryable or broken,
-                         status=status if status is not None or retryable or broken else 400)
+                         status=status if status is not None or retryable or broken else 400,
+                         kind=kind if kind is not None or not broken else UNREACHABLE)
         #: the connection that raised it is unusable and must not go back to the pool
         self.broken = broken
 
@@ -90,10 +92,12 @@ _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 def _sqlite_error(exc: BaseException) -> DbError:
     msg = str(exc) or type(exc).__name__
     if isinstance(exc, sqlite3.IntegrityError):
-        return DbError(msg, status=409)
+        return DbError(msg, status=409, kind=REJECTED)
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int) and (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        return DbError(msg, retryable=True)
+        return DbError(msg, retryable=True, kind=TIMEOUT)  # busy_timeout ran out waiting for a lock
+    if isinstance(exc, (ValueError, OverflowError, sqlite3.DataError, sqlite3.InterfaceError)):
+        return DbError(msg, kind=INVALID)  # a value that cannot be stored
     return DbError(msg)
 
 
@@ -264,15 +268,17 @@ def _pg_error(exc: BaseException, timeout: float) -> DbError:
             return DbError(text, broken=True)
         if state in _PG_RETRY_STATES:
             return DbError(text, retryable=True)
-        if state == "57014":
-            return DbError(f"statement cancelled: {text}")
+        if state == "57014":  # statement_timeout, or cancelled by another session
+            return DbError(f"statement cancelled: {text}", kind=TIMEOUT if "timeout" in text else None)
         if state.startswith("23"):
-            return DbError(text, status=409)
+            return DbError(text, status=409, kind=REJECTED)
         if state.startswith("28"):
-            return DbError(text, status=401)
+            return DbError(text, status=401, kind=AUTH)
+        if state.startswith("22"):  # data exception: a value out of range, of the wrong form, ...
+            return DbError(text, kind=INVALID)
         return DbError(text)
     if isinstance(exc, TimeoutError):
-        return DbError(f"statement timed out after {timeout:g}s")
+        return DbError(f"statement timed out after {timeout:g}s", kind=TIMEOUT)
     if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)):
         # connection reset or closed in the middle of a statement, or the protocol left in a state it
         # cannot recover from (the server ended the session between two statements)
@@ -283,16 +289,16 @@ def _pg_error(exc: BaseException, timeout: float) -> DbError:
 def _connect_error(exc: BaseException, connect_timeout: float,
                    classify: Callable[[BaseException, float], DbError] = _pg_error) -> DbError:
     if isinstance(exc, TimeoutError):
-        return DbError(f"cannot connect: no answer within {connect_timeout:g}s", retryable=True)
+        return DbError(f"cannot connect: no answer within {connect_timeout:g}s", retryable=True, kind=TIMEOUT)
     if isinstance(exc, ssl.SSLError):  # a certificate or TLS setting that is wrong, not a passing failure
-        return DbError(f"cannot connect: TLS: {exc.reason or exc}")
+        return DbError(f"cannot connect: TLS: {exc.reason or exc}", kind=UNREACHABLE)
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc)
         if exc.errno and os.strerror(exc.errno).lower() not in reason.lower():
             reason = f"{os.strerror(exc.errno)} ({reason})"
-        return DbError(f"cannot connect: {reason}", retryable=True)
+        return DbError(f"cannot connect: {reason}", retryable=True, kind=UNREACHABLE)
     err = classify(exc, connect_timeout)
-    return DbError(f"cannot connect: {err}", retryable=err.retryable, status=err.status)
+    return DbError(f"cannot connect: {err}", retryable=err.retryable, status=err.status, kind=err.kind)
 
 
 def _count(status: str) -> int:
@@ -363,7 +369,7 @@ class PostgresSession:
                 out.append(to_postgres(value, name, kind))
             except (ValueError, orjson.JSONDecodeError) as exc:
                 label = labels[i] if i < len(labels) else f"${i + 1}"
-                raise DbError(f"parameter {label} ({name}): {exc}") from None
+                raise DbError(f"parameter {label} ({name}): {exc}", kind=INVALID) from None
         return out
 
     async def run(self, sql: str, args: Sequence[Any], labels: Sequence[str]) -> Result:
@@ -495,6 +501,8 @@ _MY_TIMEOUT_ERRORS = frozenset({1969, 3024})
 _MY_CONSTRAINT_ERRORS = frozenset({1048, 1062, 1169, 1216, 1217, 1364, 1451, 1452, 1557, 1586, 3819, 4025})
 #: access denied (user, password, database)
 _MY_AUTH_ERRORS = frozenset({1044, 1045, 1698})
+#: a value out of range, too long, of the wrong form (strict mode), division by zero, invalid JSON text
+_MY_VALUE_ERRORS = frozenset({1264, 1265, 1292, 1365, 1366, 1367, 1406, 1411, 1690, 3140, 3141})
 #: a bulk INSERT is cut into statements of about this many characters (well below max_allowed_packet)
 _MY_CHUNK = 1_000_000
 #: a generated INSERT: what comes before the row, the row's placeholders, and the rest (ON DUPLICATE ...)
@@ -511,15 +519,17 @@ def _my_error(exc: BaseException, timeout: float) -> DbError:
         if code in _MY_CONNECTION_ERRORS:
             return DbError(text, broken=True)
         if code in _MY_RETRY_ERRORS:
-            return DbError(text, retryable=True)
+            return DbError(text, retryable=True, kind=TIMEOUT if code == 1205 else None)  # 1205: lock wait
         if code in _MY_TIMEOUT_ERRORS:
-            return DbError(f"statement timed out after {timeout:g}s")
+            return DbError(f"statement timed out after {timeout:g}s", kind=TIMEOUT)
         if code == 1317:  # KILL QUERY from another session
             return DbError(f"statement cancelled: {text}")
         if code in _MY_CONSTRAINT_ERRORS:
-            return DbError(text, status=409)
+            return DbError(text, status=409, kind=REJECTED)
         if code in _MY_AUTH_ERRORS:
-            return DbError(text, status=401)
+            return DbError(text, status=401, kind=AUTH)
+        if code in _MY_VALUE_ERRORS:
+            return DbError(text, kind=INVALID)
         return DbError(text)
     if isinstance(exc, (OSError, asyncio.IncompleteReadError, pymysql.err.InternalError)):
         # reset in the middle of a statement, or the protocol out of step (a packet out of order)
@@ -579,7 +589,7 @@ class MysqlSession:
             return await asyncio.wait_for(work, self.backend.client_wait)
         except TimeoutError:
             await self.backend.abandon(self.conn)
-            raise DbError(f"statement timed out after {self.backend.timeout:g}s") from None
+            raise DbError(f"statement timed out after {self.backend.timeout:g}s", kind=TIMEOUT) from None
         except DbError:
             raise
         except Exception as exc:
@@ -604,7 +614,7 @@ class MysqlSession:
                 literals[str(i + 1)] = mysql_literal(value, self.conn.escape)
             except ValueError as exc:
                 label = labels[i] if i < len(labels) else f"%({i + 1})s"
-                raise DbError(f"parameter {label}: {exc}") from None
+                raise DbError(f"parameter {label}: {exc}", kind=INVALID) from None
         return sql % literals
 
     async def run(self, sql: str, args: Sequence[Any], labels: Sequence[str]) -> Result:
@@ -749,7 +759,8 @@ class MysqlBackend:
             await asyncio.wait_for(conn._connect(), self.connect_timeout)
             if self._tls is not None and not conn.server_capabilities & CLIENT.SSL:
                 # the driver would go on without TLS rather than fail
-                raise DbError("cannot connect: the server does not offer TLS, and the URL asks for it (ssl)")
+                raise DbError("cannot connect: the server does not offer TLS, and the URL asks for it (ssl)",
+                              kind=UNREACHABLE)
             await asyncio.wait_for(self._setup(conn), self.connect_timeout + self.timeout)
         except BaseException as exc:
             conn.close()
@@ -784,7 +795,7 @@ class MysqlBackend:
             await asyncio.wait_for(self._slots.acquire(), wait)
         except TimeoutError:
             raise DbError(f"no free connection: all {self.max_size} stayed busy for {wait:g}s",
-                          retryable=True) from None
+                          retryable=True, kind=TIMEOUT) from None
         try:
             conn = None
             while self._idle and conn is None:

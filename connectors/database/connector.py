@@ -30,7 +30,7 @@ import jinja2
 
 from atom.connector import Connector, OperationContext
 from atom.document import Document, dump_json
-from atom.errors import ConnectorError, DocumentError
+from atom.errors import INVALID, ConnectorError, DocumentError
 from atom.resilience import CircuitBreaker, call_with_retry
 from atom.spec import CheckContext, Spec
 from atom.yamlio import Where
@@ -189,7 +189,7 @@ class _DocFailed(ConnectorError):
     """Document `index` failed inside a batch transaction (never retried)."""
 
     def __init__(self, index: int, cause: ConnectorError) -> None:
-        super().__init__(str(cause), retryable=False, status=cause.status or 400)
+        super().__init__(str(cause), retryable=False, status=cause.status or 400, kind=cause.kind)
         self.index = index
 
 
@@ -321,7 +321,8 @@ class DatabaseConnector(Connector):
         try:
             await self._retry(backend.open, None)
         except ConnectorError as exc:
-            raise ConnectorError(f"{self._where()}: {self._scrub(str(exc))}", status=exc.status) from None
+            raise ConnectorError(f"{self._where()}: {self._scrub(str(exc))}", status=exc.status,
+                                 kind=exc.kind) from None
         try:
             for i, sql in enumerate(self.init):
                 async def step(sql: str = sql) -> None:
@@ -332,7 +333,7 @@ class DatabaseConnector(Connector):
                     await self._retry(step, None)
                 except ConnectorError as exc:
                     raise ConnectorError(f"{self._where()}: init statement {i + 1} failed: "
-                                         f"{self._scrub(str(exc))}", status=exc.status) from None
+                                         f"{self._scrub(str(exc))}", status=exc.status, kind=exc.kind) from None
         except BaseException:
             await backend.close()
             raise
@@ -440,7 +441,8 @@ class DatabaseConnector(Connector):
         try:
             backend = await self._backend(ctx)
         except ConnectorError as exc:
-            return [d.copy().fail(str(exc)) for d in docs] if docs else [Document().fail(str(exc))]
+            return ([d.copy().fail(str(exc), exc.kind) for d in docs] if docs
+                    else [Document().fail(str(exc), exc.kind)])
         sql = plan.query.text(backend.dialect)
         labels = plan.query.labels
         inputs: list[Document | None] = list(docs) if docs else [None]
@@ -463,7 +465,7 @@ class DatabaseConnector(Connector):
                 rows = await self._retry(attempt, ctx)
             except DocumentError as exc:
                 failed = doc.copy() if doc is not None else Document()
-                out.append(failed.fail(f"{where}: {self._scrub(str(exc))}"))
+                out.append(failed.fail(f"{where}: {self._scrub(str(exc))}", exc.kind))
                 continue
             props = dict(doc.props) if doc is not None else {}
             if plan.output == "array":
@@ -493,7 +495,7 @@ class DatabaseConnector(Connector):
         try:
             backend = await self._backend(ctx)
         except ConnectorError as exc:
-            return [d.copy().fail(str(exc)) for d in docs]
+            return [d.copy().fail(str(exc), exc.kind) for d in docs]
         dialect = backend.dialect
         n = len(docs)
         prefix = f"{self._where()}: {plan.what}"
@@ -503,19 +505,22 @@ class DatabaseConnector(Connector):
 
         works: list[list[_Step] | None] = []
         errors: dict[int, str] = {}
+        kinds: dict[int, str] = {}  # the kind of each error: a document that cannot be rendered is invalid
         for i, doc in enumerate(docs):
             try:
                 works.append(self._prepare(plan, doc, dialect, ctx))
             except (DocumentError, ValueError) as exc:
                 works.append(None)
                 errors[i] = self._scrub(str(exc))
+                kinds[i] = INVALID
 
         outcomes: dict[int, _DocOutcome] = {}
         if plan.transaction == "batch":
-            if errors:
+            if errors:  # nothing is written; every document has the kind of the first failure
                 first = min(errors)
                 return [d.copy().fail(f"{where(i)}: {errors[i]}" if i in errors else
-                                      f"{where(i)}: not written: document {first + 1} failed: {errors[first]}")
+                                      f"{where(i)}: not written: document {first + 1} failed: {errors[first]}",
+                                      kinds[first])
                         for i, d in enumerate(docs)]
 
             async def batch() -> list[_DocOutcome]:
@@ -532,14 +537,14 @@ class DatabaseConnector(Connector):
 
             try:
                 outcomes = dict(enumerate(await self._retry(batch, ctx)))
-            except _DocFailed as exc:
+            except _DocFailed as exc:  # all rolled back: every document has the kind of the one that failed
                 msg = self._scrub(str(exc))
                 return [d.copy().fail(f"{where(i)}: {msg}" if i == exc.index else
-                                      f"{where(i)}: rolled back: document {exc.index + 1} failed: {msg}")
+                                      f"{where(i)}: rolled back: document {exc.index + 1} failed: {msg}", exc.kind)
                         for i, d in enumerate(docs)]
             except ConnectorError as exc:
                 msg = self._scrub(str(exc))
-                return [d.copy().fail(f"{where(i)}: {msg}") for i, d in enumerate(docs)]
+                return [d.copy().fail(f"{where(i)}: {msg}", exc.kind) for i, d in enumerate(docs)]
         else:
             for i, work in enumerate(works):
                 if work is None:
@@ -553,12 +558,13 @@ class DatabaseConnector(Connector):
                     outcomes[i] = await self._retry(one, ctx)
                 except ConnectorError as exc:
                     errors[i] = self._scrub(str(exc))
+                    kinds[i] = exc.kind
 
         out: list[Document] = []
         for i, doc in enumerate(docs):
             result = doc.copy()
             if i in errors:
-                out.append(result.fail(f"{where(i)}: {errors[i]}"))
+                out.append(result.fail(f"{where(i)}: {errors[i]}", kinds[i]))
                 continue
             outcome = outcomes[i]
             result.props["rows_affected"] = str(outcome.rowcount)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from atom.errors import ConnectorError
+from atom.errors import AUTH, REJECTED, TIMEOUT, UNREACHABLE, ConnectorError
 from atom.resilience import NETWORK_FIELDS
 from atom.spec import Bool, CheckContext, Field, Int, Spec, Str
 from atom.yamlio import Where
@@ -314,25 +314,33 @@ class FtpConnector(FileConnector):
         return ftp
 
     def translate(self, exc: Exception) -> ConnectorError:
+        """Classify an ftplib / socket failure. Kinds: a refused login is `auth`, any other permanent
+        (5xx) refusal `rejected`, timeouts `timeout`, network and TLS failures `unreachable`."""
         if isinstance(exc, ftplib.error_perm):
             code, text = _code(exc), str(exc)
             if code == "530":
-                return ConnectorError(f"login refused: {text}", status=401)
+                return ConnectorError(f"login refused: {text}", status=401, kind=AUTH)
             if code in ("550", "553", "450"):
-                return ConnectorError(f"refused by the server: {text}", status=404 if code == "550" else 403)
-            return ConnectorError(f"refused by the server: {text}", status=400)
+                return ConnectorError(f"refused by the server: {text}", status=404 if code == "550" else 403,
+                                      kind=REJECTED)
+            return ConnectorError(f"refused by the server: {text}", status=400, kind=REJECTED)
         if isinstance(exc, ftplib.error_temp):
             return ConnectorError(f"temporary failure: {exc}", retryable=True)
         if isinstance(exc, (ftplib.error_reply, ftplib.error_proto)):
             return ConnectorError(f"unexpected answer: {exc}", retryable=True)
         if isinstance(exc, EOFError):
-            return ConnectorError("the server closed the connection", retryable=True)
+            return ConnectorError("the server closed the connection", retryable=True, kind=UNREACHABLE)
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return ConnectorError(f"TLS certificate not trusted: {exc.verify_message or exc}")
+            return ConnectorError(f"TLS certificate not trusted: {exc.verify_message or exc}", kind=UNREACHABLE)
         if isinstance(exc, ssl.SSLError):
-            return ConnectorError(f"TLS error: {exc}", retryable=True)
+            return ConnectorError(f"TLS error: {exc}", retryable=True, kind=UNREACHABLE)
         if isinstance(exc, (TimeoutError, socket.timeout)):
-            return ConnectorError(f"no answer within {self.timeout:g}s", retryable=True)
+            return ConnectorError(f"no answer within {self.timeout:g}s", retryable=True, kind=TIMEOUT)
         if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError)):
-            return ConnectorError(f"network error: {exc.strerror or exc}", retryable=True)
-        return super().translate(exc)
+            return ConnectorError(f"network error: {exc.strerror or exc}", retryable=True, kind=UNREACHABLE)
+        err = super().translate(exc)
+        if isinstance(exc, (TargetExists, FileNotFoundError)):
+            err.kind = REJECTED
+        elif isinstance(exc, PermissionError):
+            err.kind = AUTH
+        return err

@@ -17,7 +17,7 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
-from atom.errors import ConnectorError
+from atom.errors import AUTH, STATUS, TIMEOUT, UNREACHABLE, ConnectorError
 
 
 def basic_header(user: str, password: str) -> str:
@@ -183,21 +183,24 @@ class OAuth2Auth(Auth):
                 status, reason = resp.status, resp.reason or ""
                 body = await resp.content.read(1024 * 1024)
         except TimeoutError:
-            raise ConnectorError(f"{what}: no answer within {self.timeout:g}s", retryable=True) from None
+            raise ConnectorError(f"{what}: no answer within {self.timeout:g}s", retryable=True,
+                                 kind=TIMEOUT) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectorError(f"{what}: network error: {exc or type(exc).__name__}",
-                                 retryable=True) from None
+                                 retryable=True, kind=UNREACHABLE) from None
         if not 200 <= status < 300:
             excerpt = body[:500].decode("utf-8", "replace")
+            later = status == 429 or status >= 500  # the token service is overloaded or failing
             raise ConnectorError(f"{what} answered {status} {reason}: {excerpt}",
-                                 retryable=status == 429 or status >= 500, status=status)
+                                 retryable=later, status=status, kind=STATUS if later else AUTH)
         try:
             data = orjson.loads(body)
             token = data["access_token"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise ConnectorError(f"{what}: the answer holds no access_token", status=status) from None
+            raise ConnectorError(f"{what}: the answer holds no access_token", status=status,
+                                 kind=AUTH) from None
         if not isinstance(token, str) or not token:
-            raise ConnectorError(f"{what}: the answer holds no access_token", status=status)
+            raise ConnectorError(f"{what}: the answer holds no access_token", status=status, kind=AUTH)
         token_type = str(data.get("token_type") or "Bearer")
         if token_type.lower() == "bearer":
             token_type = "Bearer"

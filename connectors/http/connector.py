@@ -28,7 +28,16 @@ from yarl import URL
 
 from atom.connector import Connector, OperationContext
 from atom.document import Document
-from atom.errors import ConnectorError, DocumentError, Location
+from atom.errors import (
+    INVALID,
+    TIMEOUT,
+    UNAVAILABLE,
+    UNREACHABLE,
+    ConnectorError,
+    DocumentError,
+    Location,
+    status_kind,
+)
 from atom.expressions import jsonpath
 from atom.resilience import CircuitBreaker, CircuitOpenError, call_with_retry
 from atom.spec import CheckContext, Spec
@@ -229,7 +238,7 @@ class HttpConnector(Connector):
             req = self._build(op, ctx.scope(doc), doc)
         except (DocumentError, ValueError) as exc:
             return doc.copy().fail(self._scrub(f"connection '{self.name}': {method}: cannot build the "
-                                               f"request: {exc}"))
+                                               f"request: {exc}"), getattr(exc, "kind", INVALID))
         try:
             answer = await self._call(req, ctx)
         except ConnectorError as exc:
@@ -271,7 +280,7 @@ class HttpConnector(Connector):
             req = self._build(op, ctx.scope(doc), None)
         except (DocumentError, ValueError) as exc:
             return [source.copy().fail(self._scrub(f"connection '{self.name}': {method}: cannot build the "
-                                                   f"request: {exc}"))]
+                                                   f"request: {exc}"), getattr(exc, "kind", INVALID))]
         pager = _Pager.create(op.get("paginate"), req.url)
         split: str | None = op.get("split")
         max_pages = int(op.get("max_pages") or 100)
@@ -287,12 +296,12 @@ class HttpConnector(Connector):
                 nxt = pager.next(answer, items)
                 if nxt is not None and nxt.origin() != self.base_url.origin():
                     raise ConnectorError(f"{method} {self._show(url)}: the next page is on another origin "
-                                         f"({nxt.origin()}); not followed")
+                                         f"({nxt.origin()}); not followed", kind=INVALID)
             except (ConnectorError, DocumentError) as exc:
                 if isinstance(exc, ConnectorError):
                     return [self._failed(source, exc, page=pages if pager.paged else 0)]
                 return [source.copy().fail(self._scrub(
-                    f"connection '{self.name}': {method} {self._show(url)}: {exc}"))]
+                    f"connection '{self.name}': {method} {self._show(url)}: {exc}"), exc.kind)]
             props = {**source.props, **answer.properties()}
             if split:
                 out.extend(Document.from_json(item, dict(props)) for item in items or [])
@@ -386,10 +395,10 @@ class HttpConnector(Connector):
             if failures:  # the breaker opened during our own retries: keep the real error in front
                 last = failures[-1]
                 err = ConnectorError(f"{last} (after {len(failures)} attempts; then the {reason})",
-                                     status=last.status)
+                                     status=last.status, kind=UNAVAILABLE)
                 err.answer = getattr(last, "answer", None)  # type: ignore[attr-defined]
             else:
-                err = ConnectorError(f"{req.method} {self._show(req.url)}: {reason}")
+                err = ConnectorError(f"{req.method} {self._show(req.url)}: {reason}", kind=UNAVAILABLE)
             raise err from None
 
     async def _attempt(self, req: _Request) -> Answer:
@@ -410,7 +419,8 @@ class HttpConnector(Connector):
         retry_after = parse_retry_after(answer.headers.get("Retry-After")) if retryable else None
         note = f" (Retry-After: {retry_after:g}s)" if retry_after is not None else ""
         err = ConnectorError(f"{req.method} {self._show(url)} answered {status} {answer.reason}{note}: "
-                             f"{answer.excerpt() or '(empty body)'}", retryable=retryable, status=status)
+                             f"{answer.excerpt() or '(empty body)'}", retryable=retryable, status=status,
+                             kind=status_kind(status))
         if retry_after is not None:
             err.retry_after = retry_after  # type: ignore[attr-defined]
         err.answer = answer  # type: ignore[attr-defined]
@@ -427,9 +437,11 @@ class HttpConnector(Connector):
             target = answer.url.join(URL(location))
             what = f"{method} {self._show(url)}"
             if hop == _MAX_REDIRECTS:
-                raise ConnectorError(f"{what}: more than {_MAX_REDIRECTS} redirects", status=answer.status)
+                raise ConnectorError(f"{what}: more than {_MAX_REDIRECTS} redirects", status=answer.status,
+                                     kind=status_kind(answer.status))
             if target.scheme not in ("http", "https"):
-                raise ConnectorError(f"{what}: redirect to a non-HTTP URL is not followed", status=answer.status)
+                raise ConnectorError(f"{what}: redirect to a non-HTTP URL is not followed", status=answer.status,
+                                     kind=status_kind(answer.status))
             if target.origin() != url.origin():
                 headers = CIMultiDict(req.headers)  # no Authorization, no API key header
             if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
@@ -453,27 +465,29 @@ class HttpConnector(Connector):
                 location = resp.headers.get("Location") if resp.status in _REDIRECTS else None
                 if resp.content_length is not None and resp.content_length > self.max_response_size:
                     raise ConnectorError(f"{what}: response of {resp.content_length} bytes is larger than "
-                                         f"max_response_size ({self.max_response_size})", status=resp.status)
+                                         f"max_response_size ({self.max_response_size})", status=resp.status,
+                                         kind=INVALID)
                 buf = bytearray()
                 async for chunk in resp.content.iter_chunked(_CHUNK):
                     buf += chunk
                     if len(buf) > self.max_response_size:
                         raise ConnectorError(f"{what}: response is larger than max_response_size "
-                                             f"({self.max_response_size})", status=resp.status)
+                                             f"({self.max_response_size})", status=resp.status, kind=INVALID)
                 answer = Answer(resp.status, resp.reason or "", CIMultiDictProxy(CIMultiDict(resp.headers)),
                                 bytes(buf), resp.url)
                 return answer, location
         except ConnectorError:
             raise
         except TimeoutError:
-            raise ConnectorError(f"{what}: no answer within {req.timeout:g}s", retryable=True) from None
+            raise ConnectorError(f"{what}: no answer within {req.timeout:g}s", retryable=True,
+                                 kind=TIMEOUT) from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-            raise ConnectorError(f"{what}: TLS error: {exc}") from None
+            raise ConnectorError(f"{what}: TLS error: {exc}", kind=UNREACHABLE) from None
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-            raise ConnectorError(f"{what}: {type(exc).__name__}: {exc}") from None
+            raise ConnectorError(f"{what}: {type(exc).__name__}: {exc}", kind=INVALID) from None
         except (aiohttp.ClientError, OSError) as exc:
             detail = str(exc) or type(exc).__name__
-            raise ConnectorError(f"{what}: network error: {detail}", retryable=True) from None
+            raise ConnectorError(f"{what}: network error: {detail}", retryable=True, kind=UNREACHABLE) from None
 
     # ------------------------------------------------------------------------------------ internals
 
@@ -483,7 +497,8 @@ class HttpConnector(Connector):
         if isinstance(answer, Answer):
             failed.props = {**failed.props, **answer.properties()}
         where = f" (page {page})" if page > 1 else ""
-        return failed.fail(self._scrub(f"connection '{self.name}'{where}: {exc}"))
+        status = exc.status if exc.status is not None and exc.status >= 300 else None  # what made it fail
+        return failed.fail(self._scrub(f"connection '{self.name}'{where}: {exc}"), exc.kind, status)
 
     def _show(self, url: URL) -> str:
         return display_url(url, self._hidden_params)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from atom.connector import Connector, OperationContext
 from atom.document import Document
-from atom.errors import ConnectorError, DocumentError
+from atom.errors import AUTH, REJECTED, TIMEOUT, UNREACHABLE, ConnectorError, DocumentError
 from atom.resilience import NETWORK_FIELDS, call_with_retry
 from atom.spec import Bool, CheckContext, Enum, Field, Int, ListOf, MapOf, OneOf, Spec, Str, Template
 from atom.yamlio import Where
@@ -239,13 +239,14 @@ class MailConnector(Connector):
                 try:
                     message, sender, rcpts = self._build(op, group, ctx)
                 except DocumentError as exc:
-                    out.extend(d.fail(f"connection '{self.name}' ({self.peer}): send: {exc}") for d in group)
+                    out.extend(d.fail(f"connection '{self.name}' ({self.peer}): send: {exc}", exc.kind)
+                               for d in group)
                     continue
                 target = ", ".join(rcpts)
                 try:
                     refused = await self._deliver(session, message, sender, rcpts, target, ctx)
                 except ConnectorError as exc:
-                    out.extend(d.fail(str(exc)) for d in group)
+                    out.extend(d.fail(str(exc), exc.kind) for d in group)
                     continue
                 for d in group:
                     new = d.copy()
@@ -351,39 +352,41 @@ class MailConnector(Connector):
         except ConnectorError as exc:
             detail = str(exc).removeprefix(f"connection '{self.name}': ")
             raise ConnectorError(self.scrub(f"connection '{self.name}' ({self.peer}): send to '{target}': "
-                                            f"{detail}"), status=exc.status) from None
+                                            f"{detail}"), status=exc.status, kind=exc.kind) from None
 
     def scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if len(self._secret) >= 4 else text
 
     def translate(self, exc: Exception) -> ConnectorError:
-        """Classify an smtplib / socket failure: 4xx answers and network errors are worth a retry."""
+        """Classify an smtplib / socket failure: 4xx answers and network errors are worth a retry.
+        Kinds: a refused login is `auth`, a permanent (5xx) refusal `rejected`, timeouts `timeout`,
+        network and TLS failures `unreachable`, a 4xx "try later" `error`."""
         if isinstance(exc, ConnectorError):
             return exc
         if isinstance(exc, smtplib.SMTPAuthenticationError):
-            return ConnectorError(f"login refused: {exc.smtp_code} {_text(exc.smtp_error)}", status=401)
+            return ConnectorError(f"login refused: {exc.smtp_code} {_text(exc.smtp_error)}", status=401, kind=AUTH)
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             who = ", ".join(f"{addr} ({code} {_text(text)})" for addr, (code, text) in exc.recipients.items())
-            return ConnectorError(f"recipients refused: {who}", status=400)
+            return ConnectorError(f"recipients refused: {who}", status=400, kind=REJECTED)
         if isinstance(exc, smtplib.SMTPNotSupportedError):
-            return ConnectorError(f"not supported by the server: {exc}", status=400)
+            return ConnectorError(f"not supported by the server: {exc}", status=400, kind=REJECTED)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             return ConnectorError(f"the server closed the connection{': ' + str(exc) if str(exc) else ''}",
-                                  retryable=True)
+                                  retryable=True, kind=UNREACHABLE)
         if isinstance(exc, smtplib.SMTPResponseException):
             code = exc.smtp_code
             what = "sender refused" if isinstance(exc, smtplib.SMTPSenderRefused) else "refused"
             if 400 <= code < 500:
                 return ConnectorError(f"{what}, try later: {code} {_text(exc.smtp_error)}", retryable=True)
-            return ConnectorError(f"{what}: {code} {_text(exc.smtp_error)}", status=400)
+            return ConnectorError(f"{what}: {code} {_text(exc.smtp_error)}", status=400, kind=REJECTED)
         if isinstance(exc, smtplib.SMTPException):
             return ConnectorError(f"SMTP error: {exc}", retryable=True)
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return ConnectorError(f"TLS certificate not trusted: {exc.verify_message or exc}")
+            return ConnectorError(f"TLS certificate not trusted: {exc.verify_message or exc}", kind=UNREACHABLE)
         if isinstance(exc, (TimeoutError, socket.timeout)):
-            return ConnectorError(f"no answer within {self.timeout:g}s", retryable=True)
+            return ConnectorError(f"no answer within {self.timeout:g}s", retryable=True, kind=TIMEOUT)
         if isinstance(exc, OSError):
-            return ConnectorError(f"network error: {exc.strerror or exc}", retryable=True)
+            return ConnectorError(f"network error: {exc.strerror or exc}", retryable=True, kind=UNREACHABLE)
         return ConnectorError(f"{type(exc).__name__}: {exc}")
 
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from atom.errors import ConnectorError
+from atom.errors import AUTH, REJECTED, TIMEOUT, UNREACHABLE, ConnectorError
 from atom.resilience import NETWORK_FIELDS
 from atom.spec import CheckContext, Field, Int, Spec, Str
 from atom.yamlio import Where
@@ -242,26 +242,34 @@ class SftpConnector(FileConnector):
         return SftpStore(conn, sftp, str(self.config.get("directory", "")), self.timeout)
 
     def translate(self, exc: Exception) -> ConnectorError:
+        """Classify an asyncssh / socket failure. Kinds: a refused login or permission `auth`, an
+        untrusted host key and SSH or network failures `unreachable`, timeouts `timeout`, any other
+        SFTP refusal (no such file, file exists, ...) `rejected`."""
         if isinstance(exc, asyncssh.PermissionDenied):
-            return ConnectorError(f"login refused: {exc.reason}", status=401)
+            return ConnectorError(f"login refused: {exc.reason}", status=401, kind=AUTH)
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
-            return ConnectorError(f"host key not trusted ({exc.reason}); add the server's key to known_hosts")
+            return ConnectorError(f"host key not trusted ({exc.reason}); add the server's key to known_hosts",
+                                  kind=UNREACHABLE)
         if isinstance(exc, _FINAL):
-            return ConnectorError(f"SSH error: {exc.reason}")
+            return ConnectorError(f"SSH error: {exc.reason}",
+                                  kind=AUTH if isinstance(exc, asyncssh.IllegalUserName) else UNREACHABLE)
         if isinstance(exc, (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath)):
-            return ConnectorError(f"no such file or directory ({exc.reason})", status=404)
+            return ConnectorError(f"no such file or directory ({exc.reason})", status=404, kind=REJECTED)
         if isinstance(exc, asyncssh.SFTPPermissionDenied):
-            return ConnectorError(f"permission denied ({exc.reason})", status=403)
+            return ConnectorError(f"permission denied ({exc.reason})", status=403, kind=AUTH)
         if isinstance(exc, asyncssh.SFTPFileAlreadyExists):
-            return ConnectorError("the target file exists", status=409)
+            return ConnectorError("the target file exists", status=409, kind=REJECTED)
         if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)):
-            return ConnectorError(f"connection lost: {exc.reason}", retryable=True)
+            return ConnectorError(f"connection lost: {exc.reason}", retryable=True, kind=UNREACHABLE)
         if isinstance(exc, asyncssh.SFTPError):
-            return ConnectorError(f"refused by the server: {exc.reason}", status=400)
+            return ConnectorError(f"refused by the server: {exc.reason}", status=400, kind=REJECTED)
         if isinstance(exc, (asyncssh.DisconnectError, asyncssh.ChannelOpenError)):
-            return ConnectorError(f"SSH connection failed: {exc.reason}", retryable=True)
+            return ConnectorError(f"SSH connection failed: {exc.reason}", retryable=True, kind=UNREACHABLE)
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-            return ConnectorError(f"no answer within {self.timeout:g}s", retryable=True)
+            return ConnectorError(f"no answer within {self.timeout:g}s", retryable=True, kind=TIMEOUT)
         if isinstance(exc, OSError):
-            return ConnectorError(f"network error: {exc.strerror or exc}", retryable=True)
-        return super().translate(exc)
+            return ConnectorError(f"network error: {exc.strerror or exc}", retryable=True, kind=UNREACHABLE)
+        err = super().translate(exc)
+        if isinstance(exc, TargetExists):
+            err.kind = REJECTED
+        return err

@@ -15,7 +15,7 @@ import requests
 import zeep
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding, SoapBinding
 
-from atom.errors import ConnectorError
+from atom.errors import ERROR, TIMEOUT, UNREACHABLE, ConnectorError, status_kind
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,11 @@ def load(name: str, config: Mapping[str, Any]) -> Target:
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         raise ConnectorError(f"{where}: cannot be loaded: HTTP {status}", status=status,
-                             retryable=bool(status and status >= 500)) from None
+                             retryable=bool(status and status >= 500),
+                             kind=status_kind(status) if status else ERROR) from None
     except (requests.RequestException, OSError) as exc:
-        raise ConnectorError(f"{where}: cannot be loaded: {exc}", retryable=True) from None
+        kind = TIMEOUT if isinstance(exc, (requests.Timeout, TimeoutError)) else UNREACHABLE
+        raise ConnectorError(f"{where}: cannot be loaded: {exc}", retryable=True, kind=kind) from None
     except Exception as exc:  # zeep and lxml raise many types for a broken WSDL
         raise ConnectorError(f"{where}: is not a usable WSDL: {type(exc).__name__}: {exc}") from None
     finally:

@@ -24,7 +24,7 @@ from zeep.xsd.context import XmlParserContext
 
 from atom.connector import Connector, OperationContext
 from atom.document import Document, dump_json, parse_xml
-from atom.errors import ConnectorError, DocumentError
+from atom.errors import INVALID, REJECTED, TIMEOUT, UNREACHABLE, ConnectorError, DocumentError, status_kind
 from atom.resilience import NETWORK_FIELDS, call_with_retry
 from atom.spec import Bool, Enum, Field, MapOf, Object, Spec, Str
 
@@ -134,7 +134,7 @@ class SoapConnector(Connector):
                     self._target = await asyncio.to_thread(load, self.name, self.config)
                 except ConnectorError as exc:
                     raise ConnectorError(self._scrub(str(exc)), retryable=exc.retryable,
-                                         status=exc.status) from None
+                                         status=exc.status, kind=exc.kind) from None
         return self._target
 
     def _scrub(self, message: str) -> str:
@@ -143,9 +143,10 @@ class SoapConnector(Connector):
             message = message.replace(secret, "***")
         return message
 
-    def _fail(self, doc: Document, message: str) -> Document:
-        """A failed copy of `doc` (same content and properties) carrying `message`, secrets removed."""
-        return doc.copy().fail(self._scrub(message))
+    def _fail(self, doc: Document, message: str, kind: str, status: int | None = None) -> Document:
+        """A failed copy of `doc` (same content and properties) carrying `message`, secrets removed, its
+        kind and the HTTP status that made it fail (a 2xx answer is not given as one)."""
+        return doc.copy().fail(self._scrub(message), kind, status if status is not None and status >= 300 else None)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {**super().describe(), "wsdl": safe_url(self.config.get("wsdl", ""))}
@@ -188,7 +189,7 @@ class SoapConnector(Connector):
         try:
             envelope, headers = self._request(target, operation, op["input"], doc)
         except (DocumentError, ZeepError, TypeError, ValueError) as exc:
-            return self._fail(doc, f"{where}: cannot build the request: {exc}")
+            return self._fail(doc, f"{where}: cannot build the request: {exc}", getattr(exc, "kind", INVALID))
 
         async def attempt() -> tuple[int, etree._Element | None]:
             return await self._post(target, envelope, headers)
@@ -197,7 +198,7 @@ class SoapConnector(Connector):
             status, reply = await call_with_retry(attempt, policy=self.retry, breaker=self.breaker,
                                                   connection=self.name, log=ctx.log)
         except ConnectorError as exc:
-            failed = self._fail(doc, f"{where}: {exc}")
+            failed = self._fail(doc, f"{where}: {exc}", exc.kind, exc.status)
             if exc.status:
                 failed.props["status_code"] = str(exc.status)
             return failed
@@ -206,7 +207,8 @@ class SoapConnector(Connector):
             return doc.derive(b"", props=props)
         fault = msgs.find_fault(reply)
         if fault is not None:
-            failed = self._fail(doc, f"{where}: {safe_url(target.address)} answered {fault.describe()}")
+            failed = self._fail(doc, f"{where}: {safe_url(target.address)} answered {fault.describe()}",
+                                REJECTED, status)
             failed.props.update(status_code=str(status), soap_fault_code=fault.code,
                                 soap_fault_string=self._scrub(fault.message))
             if fault.detail is not None:
@@ -214,14 +216,15 @@ class SoapConnector(Connector):
             return failed
         _, body = msgs.envelope_parts(reply)
         if body is None:
-            return self._fail(doc, f"{where}: the response of {safe_url(target.address)} has no SOAP Body")
+            return self._fail(doc, f"{where}: the response of {safe_url(target.address)} has no SOAP Body",
+                              INVALID, status)
         if op["output"] == "xml" or not any(isinstance(c.tag, str) for c in body):
             return doc.derive(msgs.response_xml(body), props=props)  # an empty Body: an empty document
         try:
             value = self._json_result(target, operation, body)
         except (ZeepError, TypeError, ValueError) as exc:
             return self._fail(doc, f"{where}: the response of {safe_url(target.address)} does not match "
-                                f"the WSDL: {exc}")
+                                f"the WSDL: {exc}", INVALID, status)
         return doc.derive(dump_json(value), json_value=value, props=props)
 
     def _request(self, target: Target, operation: SoapOperation, kind: str,
@@ -267,9 +270,10 @@ class SoapConnector(Connector):
                 content = await resp.read()
                 retry_after = msgs.retry_after(resp.headers.get("Retry-After"))
         except TimeoutError:
-            raise ConnectorError(f"POST {url}: no answer within {self.timeout:g}s", retryable=True) from None
+            raise ConnectorError(f"POST {url}: no answer within {self.timeout:g}s", retryable=True,
+                                 kind=TIMEOUT) from None
         except aiohttp.ClientError as exc:
-            raise ConnectorError(f"POST {url}: network error: {exc}", retryable=True) from None
+            raise ConnectorError(f"POST {url}: network error: {exc}", retryable=True, kind=UNREACHABLE) from None
         reply: etree._Element | None = None
         problem = ""
         if content.strip():
@@ -280,19 +284,21 @@ class SoapConnector(Connector):
         if reply is not None and msgs.find_fault(reply) is not None:
             return status, reply
         if status == 429 or status >= 500:
-            err = ConnectorError(f"POST {url}: HTTP {status}{_snippet(content)}", retryable=True, status=status)
+            err = ConnectorError(f"POST {url}: HTTP {status}{_snippet(content)}", retryable=True, status=status,
+                                 kind=status_kind(status))
             if retry_after is not None:
                 err.retry_after = retry_after  # type: ignore[attr-defined]
             raise err
         if status >= 300:
-            raise ConnectorError(f"POST {url}: HTTP {status}{_snippet(content)}", status=status)
+            raise ConnectorError(f"POST {url}: HTTP {status}{_snippet(content)}", status=status,
+                                 kind=status_kind(status))
         if not content.strip():
             return status, None
         if reply is None:
-            raise ConnectorError(f"POST {url}: HTTP {status}: {problem}", status=status)
+            raise ConnectorError(f"POST {url}: HTTP {status}: {problem}", status=status, kind=INVALID)
         if msgs.envelope_parts(reply)[0] is None:
             raise ConnectorError(f"POST {url}: HTTP {status}: the response is not a SOAP envelope "
-                                 f"(root element {reply.tag})", status=status)
+                                 f"(root element {reply.tag})", status=status, kind=INVALID)
         return status, reply
 
     def _json_result(self, target: Target, operation: SoapOperation, body: etree._Element) -> Any:

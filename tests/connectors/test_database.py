@@ -178,12 +178,14 @@ async def test_get_more_rows_than_max_rows_fails_the_document(db: Db) -> None:
     (doc,) = await conn.get(op, docs({"x": 1}), CTX)
     assert doc.error is not None
     assert "more than max_rows (3)" in doc.error and "connection 'db'" in doc.error and "get" in doc.error
+    assert doc.error_kind == "error"
 
 
 async def test_get_sql_error_fails_with_the_database_message(db: Db) -> None:
     conn, _ = await accounts(db)
     (doc,) = await conn.get(operation("get", {"query": "SELECT * FROM no_such_table_x"}), [], CTX)
     assert doc.error is not None and "no_such_table_x" in doc.error
+    assert (doc.error_kind, doc.error_status) == ("error", None)
 
 
 # ------------------------------------------------------------------------------------------ send
@@ -297,6 +299,7 @@ async def test_batch_transaction_one_bad_document_rolls_back_all(db: Db) -> None
         assert "rolled back: document 2 failed" in e
     for e in errors:
         assert "email" in e.lower()  # the failed constraint is named
+    assert [(d.error_kind, d.error_status) for d in out] == [("rejected", None)] * 3  # rolled back with it
     assert await db.query(f"SELECT id FROM {t}") == [{"id": 1}]
 
 
@@ -308,6 +311,7 @@ async def test_document_transactions_fail_only_the_bad_document(db: Db) -> None:
     assert out[0].error is None and out[3].error is None
     assert out[1].error is not None and "document 2 of 4" in out[1].error
     assert out[2].error is not None and "name" in out[2].error.lower()  # NOT NULL
+    assert [d.error_kind for d in out] == [None, "rejected", "rejected", None]
     assert await db.query(f"SELECT id FROM {t} ORDER BY id") == [{"id": 1}, {"id": 4}]  # doc 2 rolled back whole
 
 
@@ -317,6 +321,7 @@ async def test_a_template_error_in_batch_mode_writes_nothing(db: Db) -> None:
     out = await conn.send(op, docs({"id": 1, "name": {"first": "A"}}, {"id": 2, "name": "flat"}), CTX)
     assert all(d.error for d in out)
     assert "not written: document 2 failed" in (out[0].error or "")
+    assert [d.error_kind for d in out] == ["invalid", "invalid"]
     assert await db.query(f"SELECT id FROM {t}") == []
 
 

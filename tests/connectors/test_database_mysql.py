@@ -340,19 +340,22 @@ async def test_an_idle_connection_the_server_closed_is_replaced_without_a_retry(
 
 def test_transient_errors_are_retried_and_answers_are_not() -> None:
     cases = {
-        pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock"): (True, None),
-        pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"): (True, None),
-        pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"): (True, None),
-        pymysql.err.OperationalError(1927, "Connection was killed"): (True, None),
-        pymysql.err.InterfaceError("(0, 'Not connected')"): (True, None),
-        pymysql.err.IntegrityError(1062, "Duplicate entry '1' for key 'PRIMARY'"): (False, 409),
-        pymysql.err.IntegrityError(1452, "Cannot add or update a child row"): (False, 409),
-        pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax"): (False, 400),
-        pymysql.err.OperationalError(1045, "Access denied for user 'svc'"): (False, 401),
+        pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock"): (True, None, "error"),
+        pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"): (True, None, "timeout"),
+        pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"): (True, None, "unreachable"),
+        pymysql.err.OperationalError(1927, "Connection was killed"): (True, None, "unreachable"),
+        pymysql.err.InterfaceError("(0, 'Not connected')"): (True, None, "unreachable"),
+        pymysql.err.IntegrityError(1062, "Duplicate entry '1' for key 'PRIMARY'"): (False, 409, "rejected"),
+        pymysql.err.IntegrityError(1452, "Cannot add or update a child row"): (False, 409, "rejected"),
+        pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax"): (False, 400, "error"),
+        pymysql.err.OperationalError(1045, "Access denied for user 'svc'"): (False, 401, "auth"),
+        pymysql.err.DataError(1406, "Data too long for column 'name'"): (False, 400, "invalid"),
+        pymysql.err.OperationalError(3024, "maximum statement execution time exceeded"): (False, 400, "timeout"),
     }
-    for exc, (retryable, status) in cases.items():
+    for exc, (retryable, status, kind) in cases.items():
         err = _my_error(exc, 30)
         assert err.retryable is retryable, exc
+        assert err.kind == kind, exc
         if status is not None:
             assert err.status == status, exc
     assert str(_my_error(pymysql.err.OperationalError(1969, "max_statement_time exceeded"), 0.2)) == \
@@ -365,6 +368,7 @@ async def test_a_slow_statement_times_out_without_retry(my: My) -> None:
     start = time.monotonic()
     (doc,) = await conn.get(operation("get", {"query": "SELECT SLEEP(5) AS s"}), [], ctx)
     assert doc.error is not None and "statement timed out after 0.3s" in doc.error
+    assert doc.error_kind == "timeout"
     assert time.monotonic() - start < 2.5 and not ctx.lines
     (ok,) = await conn.get(operation("get", {"query": "SELECT 1 AS one"}), [], ctx)  # the pool still works
     assert ok.json == {"one": 1}
@@ -400,8 +404,10 @@ async def test_unreachable_server_fails_fast_and_never_shows_the_password(caplog
     message = str(info.value)
     assert message == (f"connection 'erp-db' (mariadb://svc@127.0.0.1:{port}/test): cannot connect: Connection "
                        f"refused (Connect call failed ('127.0.0.1', {port})) (after 2 attempts)")
+    assert info.value.kind == "unreachable"
     out = await conn.send(operation("send", {"table": "orders"}), docs({"id": 1}), OperationContext(None))
     assert out[0].error is not None and "cannot connect" in out[0].error
+    assert (out[0].error_kind, out[0].error_status) == ("unreachable", None)
     for text in (message, caplog.text, repr(conn.describe()), out[0].error):
         assert "s3cret" not in text
     assert conn.describe()["url"] == f"mariadb://svc@127.0.0.1:{port}/test"
@@ -418,6 +424,7 @@ async def test_a_wrong_password_is_refused_without_retry_or_showing_it(my: My) -
     assert message.startswith(f"connection 'db' (mysql://atom_nobody@{HOST}:{PORT}/test): cannot connect: "
                               "Access denied for user 'atom_nobody'")
     assert "after" not in message and "Pa55-s3cret" not in message and info.value.status == 401
+    assert info.value.kind == "auth"
     # a password in the URL of a working connection stays out of messages too (root has none: it is ignored)
     values, _ = connection_config({"url": MY_URL, "retry": FAST_RETRY})
     ok = DatabaseConnector("db", values)

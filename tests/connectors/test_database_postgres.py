@@ -81,6 +81,7 @@ async def test_a_value_that_does_not_fit_its_column_names_the_column(pg: tuple[D
     ctx = RecordingContext()
     (doc,) = await conn.send(operation("send", {"table": t}), docs({"id": 1, "qty": "five"}), ctx)
     assert doc.error is not None and "parameter qty (int4): 'five' is not an integer" in doc.error
+    assert doc.error_kind == "invalid"
     assert not ctx.lines  # a bad value is never retried
 
 
@@ -92,6 +93,7 @@ async def test_a_constraint_violation_is_not_retried(pg: tuple[DatabaseConnector
     assert out[0].error is None
     assert out[1].error is not None and "duplicate key value violates unique constraint" in out[1].error
     assert f"{t}_pkey" in out[1].error and "Key (id)=(1) already exists" in out[1].error
+    assert (out[1].error_kind, out[1].error_status) == ("rejected", None)
     assert not ctx.lines
     assert conn.breaker.state == "closed"
 
@@ -147,9 +149,11 @@ async def test_unreachable_server_fails_clearly_after_retries(caplog: pytest.Log
     assert message.startswith(f"connection 'erp-db' (postgresql://svc@127.0.0.1:{port}/test): cannot connect: ")
     assert message.endswith("(after 2 attempts)")
     assert "refused" in message.lower() or "connect call failed" in message.lower()
+    assert info.value.kind == "unreachable"
     # the same through send: the connection starts on first use and every document fails with the reason
     out = await conn.send(operation("send", {"table": "orders"}), docs({"id": 1}, {"id": 2}), OperationContext(None))
     assert all(d.error and "cannot connect" in d.error for d in out)
+    assert [(d.error_kind, d.error_status) for d in out] == [("unreachable", None)] * 2
     description: dict[str, Any] = conn.describe()
     for text in (message, caplog.text, repr(description), *(d.error or "" for d in out)):
         assert "s3cret" not in text
@@ -166,6 +170,7 @@ async def test_a_slow_statement_times_out_without_retry() -> None:
         ctx = RecordingContext()
         (doc,) = await conn.get(operation("get", {"query": "SELECT pg_sleep(5)"}), [], ctx)
         assert doc.error is not None and "statement timed out after 0.2s" in doc.error
+        assert doc.error_kind == "timeout"
         assert not ctx.lines
         (ok,) = await conn.get(operation("get", {"query": "SELECT 1 AS one"}), [], ctx)  # the pool still works
         assert ok.json == {"one": 1}
@@ -179,11 +184,11 @@ async def test_the_circuit_breaker_opens_on_an_unreachable_server() -> None:
     conn = DatabaseConnector("erp-db", values)
     ctx = RecordingContext()
     op = operation("get", {"query": "SELECT 1"})
-    first = (await conn.get(op, [], ctx))[0].error or ""
-    second = (await conn.get(op, [], ctx))[0].error or ""
-    third = (await conn.get(op, [], ctx))[0].error or ""
+    got = [(await conn.get(op, [], ctx))[0] for _ in range(3)]
+    first, second, third = (d.error or "" for d in got)
     assert "cannot connect" in first and "cannot connect" in second
     assert "circuit breaker is open" in third
+    assert [d.error_kind for d in got] == ["unreachable", "unreachable", "unavailable"]
     assert ctx.lines[-1][0] == "warning" and "circuit breaker closed -> open after 2 failed call(s)" in ctx.lines[-1][1]
     assert conn.breaker.state == "open"
     assert conn.describe()["circuit_breaker"]["state"] == "open"

@@ -215,7 +215,7 @@ async def test_put_if_exists_fail(server: Server, ftp: FtpConnector) -> None:
     [out] = await ftp.send(operation("send", {"file_name": "a.txt", "if_exists": "fail"}), [Document(b"x")], CTX)
     assert out.error is not None
     assert f"connection 'partner' (ftp 127.0.0.1:{server.port}): write 'a.txt'" in out.error
-    assert "exists" in out.error
+    assert "exists" in out.error and out.error_kind == "rejected"
     assert server.sent("STOR") == []
     assert (server.home / "a.txt").read_text() == "one"
 
@@ -259,11 +259,13 @@ async def test_server_down_fails_after_retries() -> None:
     msg = str(info.value)
     assert f"connection 'partner' (ftp 127.0.0.1:{port}): get '.'" in msg
     assert "network error" in msg and "after 3 attempts" in msg
+    assert getattr(info.value, "kind", None) == "unreachable"
     # two more failed attempts reach the breaker's threshold (5): the third is not even tried
     [out] = await conn.send(operation("send", {"file_name": "a.txt"}), [Document(b"x")], CTX)
     assert out.error is not None
     assert out.error.startswith(f"connection 'partner' (ftp 127.0.0.1:{port}): write 'a.txt': network error")
     assert "(after 2 attempts; then the circuit breaker is open" in out.error
+    assert (out.error_kind, out.error_status) == ("unavailable", None)
     assert PASSWORD not in msg + out.error
 
 
@@ -272,6 +274,7 @@ async def test_wrong_password_fails_at_once(server: Server) -> None:
                                   "password": "wrong-Secret-1", "retry": {"attempts": 3, "backoff": "10ms"}})
     [out] = await conn.send(operation("send", {"file_name": "a.txt"}), [Document(b"x")], CTX)
     assert out.error is not None and "login refused: 530" in out.error
+    assert (out.error_kind, out.error_status) == ("auth", None)
     assert "wrong-Secret-1" not in out.error
     assert len(server.sent("PASS")) == 1  # not retried
     await conn.stop()

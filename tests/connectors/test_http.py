@@ -223,6 +223,7 @@ async def test_a_json_template_that_renders_bad_json_fails_the_document(aiohttp_
     [out] = await conn.send(op, [Document.from_json({"name": "bare words"})], Recorder())
     assert out.error is not None
     assert out.error.startswith("connection 'api': POST: cannot build the request: body.json did not render")
+    assert (out.error_kind, out.error_status) == ("invalid", None)
     assert hits == 0
 
     op = operation("send", {"path": "/in", "headers": {"X-Note": "{{ doc.text }}"}})
@@ -262,6 +263,7 @@ async def test_status_outside_expect_fails_without_retry(aiohttp_server: Any, st
     assert out.error.startswith(f"connection 'api': POST {url}/orders/5 answered 404 Not Found: no such order")
     assert len(out.error) < 700  # the body excerpt is bounded (500 bytes)
     assert out.props["status_code"] == "404"
+    assert (out.error_kind, out.error_status) == ("status", 404)
     assert out.props["keep"] == "me"
     assert out.json == {"id": 5}  # a failed document keeps its content
 
@@ -391,6 +393,7 @@ async def test_paginate_link_header_to_another_origin_is_refused(aiohttp_server:
                               Recorder())
     assert failed.error is not None
     assert "the next page is on another origin (http://127.0.0.2:9); not followed" in failed.error
+    assert failed.error_kind == "invalid"
 
 
 async def test_paginate_cursor(aiohttp_server: Any, started: Any) -> None:
@@ -494,6 +497,7 @@ async def test_split_of_an_answer_that_is_not_json_fails(aiohttp_server: Any, st
     [failed] = await conn.get(operation("get", {"path": "/h", "split": "$.items[*]"}), [], Recorder())
     assert failed.error is not None
     assert failed.error.startswith(f"connection 'api': GET {url}/h: answer is not valid JSON, cannot split it")
+    assert (failed.error_kind, failed.error_status) == ("invalid", None)
 
 
 # ---------------------------------------------------------------------------------------------- auth
@@ -543,6 +547,7 @@ async def test_unauthenticated_call_is_a_401_failure(aiohttp_server: Any, starte
     conn = await started(connection({"url": url, "auth": {"type": "bearer", "token": "wrong-token"}}))
     [failed] = await conn.get(operation("get", {"path": "/x"}), [], Recorder())
     assert failed.error == f"connection 'api': GET {url}/x answered 401 Unauthorized: who are you?"
+    assert (failed.error_kind, failed.error_status) == ("auth", 401)
 
 
 class TokenServer:
@@ -672,6 +677,7 @@ async def test_oauth2_bad_client_secret_fails_without_retry(aiohttp_server: Any,
                             'Unauthorized: {"error": "invalid_client"}')
     assert len(ts.forms) == 1
     assert "wrong-secret" not in failed.error
+    assert (failed.error_kind, failed.error_status) == ("auth", 401)
 
 
 # ---------------------------------------------------------------------------------------------- checks

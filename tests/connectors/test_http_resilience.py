@@ -105,6 +105,7 @@ async def test_attempts_run_out(aiohttp_server: Any, started: Any) -> None:
     assert out.error == (f"connection 'rout': POST {url}/x answered 504 Gateway Timeout: status 504 "
                          "(after 3 attempts)")
     assert out.props["status_code"] == "504" and out.props["header_X-Trace"] == "t9"
+    assert (out.error_kind, out.error_status) == ("status", 504)  # the last attempt's
     assert out.data == b"in"
     assert calls_of("rout", "error") - errors_before == 1
 
@@ -141,6 +142,7 @@ async def test_400_and_404_are_never_retried_and_keep_the_breaker_closed(aiohttp
     assert script.calls == 6
     assert [d.props["status_code"] for d in out] == ["400"] * 3 + ["404"] * 3
     assert all(d.error and "(after" not in d.error for d in out)
+    assert [(d.error_kind, d.error_status) for d in out] == [("rejected", 400)] * 3 + [("status", 404)] * 3
     assert conn.breaker.state == "closed"
 
 
@@ -167,6 +169,7 @@ async def test_slow_answers_time_out_and_are_retried(aiohttp_server: Any, starte
     release.set()
     assert hits == 2
     assert out.error == f"connection 'rslow': GET {url}/stuck: no answer within 0.1s (after 2 attempts)"
+    assert (out.error_kind, out.error_status) == ("timeout", None)
     assert 0.2 <= elapsed < 2.0  # two 100 ms timeouts and a 10 ms pause
 
     [late] = await conn.get(operation("get", {"path": "/slowish"}), [], Recorder())
@@ -205,6 +208,7 @@ async def test_refused_connection_fails_after_the_attempts(started: Any) -> None
     assert out.error.startswith(f"connection 'rrefused': POST http://127.0.0.1:{port}/x: network error: "
                                 f"Cannot connect to host 127.0.0.1:{port}")
     assert out.error.endswith("(after 2 attempts)")
+    assert (out.error_kind, out.error_status) == ("unreachable", None)
 
 
 async def test_circuit_breaker_closed_open_half_open_closed(aiohttp_server: Any, started: Any) -> None:
@@ -219,6 +223,7 @@ async def test_circuit_breaker_closed_open_half_open_closed(aiohttp_server: Any,
 
     first = await conn.send(op, [Document(b"1"), Document(b"2")], ctx)
     assert [d.props["status_code"] for d in first] == ["503", "503"]
+    assert [(d.error_kind, d.error_status) for d in first] == [("status", 503)] * 2
     assert conn.breaker.state == "open" and breaker_gauge(name) == 2
     assert ctx.lines[-1] == ("warning", f"connection '{name}': circuit breaker closed -> open after 2 failed "
                                         "call(s); calls fail at once for 0.3s")
@@ -227,6 +232,7 @@ async def test_circuit_breaker_closed_open_half_open_closed(aiohttp_server: Any,
     assert script.calls == 2  # the upstream was not called
     assert rejected.error is not None
     assert rejected.error.startswith(f"connection '{name}': POST {url}/x: circuit breaker is open (next trial in")
+    assert (rejected.error_kind, rejected.error_status) == ("unavailable", None)
 
     await asyncio.sleep(0.35)
     [trial] = await conn.send(op, [Document(b"4")], ctx)  # the trial fails: open again
@@ -254,6 +260,7 @@ async def test_breaker_opening_during_retries_keeps_the_real_error(aiohttp_serve
     assert out.error.startswith(f"connection 'rmid': POST {url}/x answered 500 Internal Server Error: status 500 "
                                 "(after 2 attempts; then the circuit breaker is open")
     assert out.props["status_code"] == "500"
+    assert (out.error_kind, out.error_status) == ("unavailable", 500)
 
 
 async def test_a_cancelled_trial_call_does_not_wedge_the_breaker(aiohttp_server: Any, started: Any) -> None:

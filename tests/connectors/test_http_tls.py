@@ -126,6 +126,7 @@ async def test_unknown_ca_is_a_tls_error_without_retry(aiohttp_server: Any, star
     assert doc.error is not None
     assert doc.error.startswith(f"connection 'tlsbad': GET {url}/hi: TLS error: ")
     assert "certificate verify failed" in doc.error
+    assert (doc.error_kind, doc.error_status) == ("unreachable", None)
     assert ctx.lines == []  # not retried
 
 

@@ -196,6 +196,7 @@ async def test_refused_recipients(plain: tuple[Inbox, int], mailer: MailConnecto
     [failed] = await mailer.send(operation({"to": "nobody@example.com"}), [Document(b"hi")], CTX)
     assert failed.error == (f"connection 'mailer' (smtp 127.0.0.1:{port}): send to 'nobody@example.com': "
                             "recipients refused: nobody@example.com (550 5.1.1 no such mailbox)")
+    assert (failed.error_kind, failed.error_status) == ("rejected", None)
     assert len(inbox.envelopes) == 1
 
 
@@ -211,6 +212,7 @@ async def test_bad_documents_fail_alone(plain: tuple[Inbox, int], mailer: MailCo
     assert out[1].error is not None and "invalid header" in out[1].error
     assert out[2].error is not None and "'not-an-address' is not an e-mail address" in out[2].error
     assert out[3].error is not None and "no recipients" in out[3].error
+    assert [d.error_kind for d in out] == [None, "invalid", "invalid", "invalid"]
     assert [e[1] for e in inbox.envelopes] == [["a@example.com"]]
 
 
@@ -239,13 +241,14 @@ async def test_starttls_with_login(tmp_path: Path) -> None:
         assert out.error is not None
         assert out.error.startswith(f"connection 'mailer' (smtp 127.0.0.1:{port}): send to 'a@example.com': "
                                     "login refused: 535")
-        assert "Wr0ng-mail-pass" not in out.error
+        assert "Wr0ng-mail-pass" not in out.error and out.error_kind == "auth"
         assert inbox.logins == ["atom", "atom"]  # the wrong password was tried once, not retried
 
         untrusted = connection({k: v for k, v in base.items() if k != "ca_file"} | {"password": PASSWORD})
         await untrusted.start()
         [out] = await untrusted.send(operation({"to": "a@example.com"}), [Document(b"x")], CTX)
         assert out.error is not None and "TLS certificate not trusted" in out.error
+        assert out.error_kind == "unreachable"
         assert len(inbox.envelopes) == 1
     finally:
         controller.stop()
@@ -276,6 +279,7 @@ async def test_server_down_fails_after_retries() -> None:
     assert out.error.startswith(f"connection 'mailer' (smtp 127.0.0.1:{port}): send to 'a@example.com, "
                                 "b@example.com': network error")
     assert "after 2 attempts" in out.error and PASSWORD not in out.error
+    assert (out.error_kind, out.error_status) == ("unreachable", None)
 
 
 # ------------------------------------------------------------------------------------------- load-time checks

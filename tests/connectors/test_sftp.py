@@ -230,6 +230,7 @@ async def test_put_if_exists_fail(server: Server, sftp: SftpConnector) -> None:
     [out] = await sftp.send(operation("send", {"file_name": "a.txt", "if_exists": "fail"}), [Document(b"x")], CTX)
     assert out.error is not None
     assert out.error == f"connection 'partner' (sftp 127.0.0.1:{server.port}): write 'a.txt': the target file exists"
+    assert out.error_kind == "rejected"
     assert (server.home / "a.txt").read_text() == "one" and listing(server) == ["a.txt"]
 
 
@@ -262,6 +263,7 @@ async def test_server_down_fails_after_retries(tmp_path: Path) -> None:
     msg = str(info.value)
     assert msg.startswith(f"connection 'partner' (sftp 127.0.0.1:{port}): get '.': network error")
     assert "after 2 attempts" in msg and PASSWORD not in msg
+    assert getattr(info.value, "kind", None) == "unreachable"
 
 
 async def test_wrong_password_fails_at_once(server: Server, tmp_path: Path) -> None:
@@ -270,6 +272,7 @@ async def test_wrong_password_fails_at_once(server: Server, tmp_path: Path) -> N
     await conn.start()
     [out] = await conn.send(operation("send", {"file_name": "a.txt"}), [Document(b"x")], CTX)
     assert out.error is not None and "write 'a.txt': login refused" in out.error
+    assert (out.error_kind, out.error_status) == ("auth", None)
     assert "Wr0ng-pass" not in out.error
     assert server.logins == ["partner"]  # one try, no retry
     assert listing(server) == []
@@ -282,8 +285,9 @@ async def test_unknown_host_key_is_refused(server: Server, tmp_path: Path) -> No
     conn = connection({"host": "127.0.0.1", "port": server.port, "username": "partner", "password": PASSWORD,
                        "known_hosts": str(other), "retry": {"attempts": 3, "backoff": "10ms"}})
     await conn.start()
-    with pytest.raises(Exception, match="host key not trusted"):
+    with pytest.raises(Exception, match="host key not trusted") as info:
         await conn.get(operation("get", {}), [], CTX)
+    assert getattr(info.value, "kind", None) == "unreachable"
     assert server.logins == []
 
 

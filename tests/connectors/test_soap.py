@@ -248,6 +248,7 @@ async def test_fault_fails_the_document_without_retry(calculator: tuple[Calculat
                          "soap_fault_string": "division by zero",
                          "soap_fault_detail": "divisor must not be 0"}
     assert bad.json == {"dividend": 1, "divisor": 0}  # the failed document keeps its content
+    assert (bad.error_kind, bad.error_status) == ("rejected", 500)
     assert len(calc.calls) == 2
 
 
@@ -289,6 +290,7 @@ async def test_503_until_attempts_run_out(calculator: tuple[Calculator, str]) ->
     assert out.error == (f"connection 'calc', operation 'Add', document 1 of 1: POST {url}: "
                          "HTTP 503: <html>busy</html> (after 2 attempts)")
     assert out.props["status_code"] == "503"
+    assert (out.error_kind, out.error_status) == ("status", 503)
     assert len(calc.calls) == 2
 
 
@@ -302,6 +304,7 @@ async def test_4xx_without_fault_is_not_retried(calculator: tuple[Calculator, st
         await conn.stop()
     assert out.error is not None and out.error.endswith("HTTP 404: no such endpoint")
     assert "after" not in out.error
+    assert (out.error_kind, out.error_status) == ("status", 404)
 
 
 async def test_down_server_fails_the_documents() -> None:
@@ -316,6 +319,7 @@ async def test_down_server_fails_the_documents() -> None:
     first = docs[0].error or ""
     assert first.startswith(f"connection 'calc', operation 'Add', document 1 of 2: POST {address}: network error")
     assert first.endswith("(after 2 attempts)")
+    assert [(d.error_kind, d.error_status) for d in docs] == [("unreachable", None)] * 2
 
 
 async def test_slow_server_times_out(calculator: tuple[Calculator, str]) -> None:
@@ -328,6 +332,7 @@ async def test_slow_server_times_out(calculator: tuple[Calculator, str]) -> None
     finally:
         await conn.stop()
     assert out.error == f"connection 'calc', operation 'Add', document 1 of 1: POST {url}: no answer within 0.2s"
+    assert out.error_kind == "timeout"
 
 
 async def test_unknown_operation_lists_the_available_ones(calculator: tuple[Calculator, str]) -> None:
