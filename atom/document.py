@@ -284,10 +284,19 @@ class Document:
         return doc
 
     def copy(self) -> Document:
-        new = Document(b"", dict(self.props))
+        """A copy with its own properties, sharing content and parsed views; of the same class (a
+        subclass copies its own state in `_copy_to`)."""
+        cls = type(self)
+        new = cls.__new__(cls)
+        Document.__init__(new, b"", dict(self.props))
         new._data, new._path, new._size = self._data, self._path, self._size
         new._text, new._json, new._xml, new.trace = self._text, self._json, self._xml, self.trace
+        if cls is not Document:
+            self._copy_to(new)
         return new
+
+    def _copy_to(self, new: Document) -> None:
+        """Copy what a subclass adds to a document onto `new` (of the same class)."""
 
     def fail(self, message: str, kind: str | None = None, status: int | None = None) -> Document:
         """Mark this document failed (it keeps its content and properties).

@@ -104,6 +104,10 @@ class FileDocument(Document):
         doc._file, doc._sig, doc._where, doc._loaded = path, sig, where, False
         return doc
 
+    def _copy_to(self, new: Document) -> None:
+        assert isinstance(new, FileDocument)
+        new._file, new._sig, new._where, new._loaded = self._file, self._sig, self._where, self._loaded
+
     def _verify(self) -> None:
         try:
             now = signature(self._file)

@@ -18,6 +18,7 @@ import pytest
 
 from atom.connector import OperationContext
 from atom.document import Document
+from atom.errors import DocumentError
 from atom.spec import CheckContext, Spec
 from atom.yamlio import Where
 from connectors.disk import DiskConnector, DiskStore
@@ -485,6 +486,17 @@ async def test_a_staged_file_lives_as_long_as_a_document_refers_to_it(disk: Disk
     assert staged(disk) == [] and listing(disk)[-1:] == ["keep.csv"]
     await disk.stop()
     assert listing(disk) == ["keep.csv"]
+
+
+async def test_a_copy_of_a_streamed_document_checks_its_file_too(disk: DiskConnector) -> None:
+    put(disk, "in/a.csv", "1\n2\n")
+    docs = await disk.get(operation("get", {"directory": "in", "stream_threshold": 1}), [], CTX)
+    copy = docs[0].copy()  # as branch and try_catch make them
+    assert type(copy) is type(docs[0]) and copy.props == docs[0].props
+    with open(base(disk) / "in" / "a.csv", "wb") as f:  # rewritten in place by its writer
+        f.write(b"changed, and longer\n")
+    with pytest.raises(DocumentError, match="the file was changed after get picked it up"):
+        copy.data  # noqa: B018
 
 
 def test_a_file_changed_or_removed_after_get_fails_with_a_located_message(
