@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 from atom.connector import Connector, OperationContext
 from atom.document import Document, dump_json
-from atom.errors import ConnectorError, DocumentError
+from atom.errors import AUTH, INVALID, REJECTED, TIMEOUT, ConnectorError, DocumentError
 from atom.resilience import call_with_retry
 from atom.spec import Bool, CheckContext, Duration, Enum, Field, Int, Spec, Str, Template
 from atom.yamlio import Where
@@ -62,7 +62,7 @@ class PathRefused(ConnectorError):
     """A rendered file or directory name that would leave the connection directory."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False, status=400)
+        super().__init__(message, retryable=False, status=400, kind=INVALID)
 
 
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
@@ -312,19 +312,19 @@ class FileConnector(Connector):
         if isinstance(exc, ConnectorError):
             return exc
         if isinstance(exc, TargetExists):
-            return ConnectorError("the target file exists", status=409)
+            return ConnectorError("the target file exists", status=409, kind=REJECTED)
         if isinstance(exc, FileExistsError):
-            return ConnectorError("the file exists", status=409)
+            return ConnectorError("the file exists", status=409, kind=REJECTED)
         if isinstance(exc, FileNotFoundError):
-            return ConnectorError("no such file or directory", status=404)
+            return ConnectorError("no such file or directory", status=404, kind=REJECTED)
         if isinstance(exc, PermissionError):
-            return ConnectorError("permission denied", status=403)
+            return ConnectorError("permission denied", status=403, kind=AUTH)
         if isinstance(exc, IsADirectoryError):
-            return ConnectorError("is a directory", status=400)
+            return ConnectorError("is a directory", status=400, kind=REJECTED)
         if isinstance(exc, NotADirectoryError):
-            return ConnectorError("not a directory", status=400)
+            return ConnectorError("not a directory", status=400, kind=REJECTED)
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-            return ConnectorError(f"timed out after {self.timeout:g}s", retryable=self.retrying)
+            return ConnectorError(f"timed out after {self.timeout:g}s", retryable=self.retrying, kind=TIMEOUT)
         if isinstance(exc, OSError):
             return ConnectorError(f"{exc.strerror or exc}", retryable=self.retrying)
         return ConnectorError(f"{type(exc).__name__}: {exc}")
@@ -379,7 +379,7 @@ class FileConnector(Connector):
     def error(self, what: str, target: str, exc: ConnectorError) -> ConnectorError:
         detail = str(exc).removeprefix(f"connection '{self.name}': ")
         return ConnectorError(self.scrub(f"{self.where(what, target)}: {detail}"), retryable=False,
-                              status=exc.status)
+                              status=exc.status, kind=exc.kind)
 
     # ---- get
     async def get(self, op: Mapping[str, Any], docs: list[Document],

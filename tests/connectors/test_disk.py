@@ -164,6 +164,7 @@ async def test_get_missing_directory_fails_with_a_clear_message(disk: DiskConnec
     assert got.error is not None
     assert "connection 'files'" in got.error and "disk " in got.error
     assert "get 'nope'" in got.error and "no such file or directory" in got.error
+    assert got.error_kind == "rejected"  # the peer (here the file system) refused this request
 
 
 async def test_get_refuses_traversal_in_directory(disk: DiskConnector) -> None:
@@ -236,6 +237,7 @@ async def test_write_refuses_traversal(disk: DiskConnector, name: str) -> None:
                             [Document(b"x", {"n": name})], CTX)
     assert out.error is not None and "connection 'files'" in out.error
     assert "refused" in out.error or "empty" in out.error
+    assert out.error_kind == "invalid"
     assert listing(disk) == []
     assert not (base(disk).parent / "evil.txt").exists()
 
