@@ -265,83 +265,21 @@ def build_result(ex: Execution, output: str) -> HttpResult:
 # ------------------------------------------------------------------------------------- rate limit
 
 
-class RateLimiter:
-    """Token buckets: `requests` per `per` seconds, `burst` deep, keyed by client and listener or by
-    listener alone."""
+class TokenBuckets:
+    """Token buckets, `burst` deep and refilled at `rate` tokens per second, one per key; idle full
+    buckets are pruned once there are more than 50,000."""
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        self.rate = float(cfg["requests"]) / float(cfg.get("per") or 1.0)
-        self.burst = float(cfg.get("burst") or cfg["requests"])
-        self.by_client = cfg.get("by", "client") == "client"
-        self.buckets: dict[tuple[str, str], list[float]] = {}
+    __slots__ = ("buckets", "burst", "rate")
 
-    def take(self, listener: str, client: str) -> float:
-        """0 when the request may go on, else the seconds until a token is available."""
-        key = (listener, client if self.by_client else "")
-        now = time.monotonic()
-        b = self.buckets.get(key)
-        if b is None:
-            if len(self.buckets) > 50000:
-                self._prune(now)
-            b = self.buckets[key] = [self.burst, now]
-        tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
-        b[1] = now
-        if tokens >= 1.0:
-            b[0] = tokens - 1.0
-            return 0.0
-        b[0] = tokens
-        return (1.0 - tokens) / self.rate
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.buckets: dict[Any, list[float]] = {}
 
-    def _prune(self, now: float) -> None:
-        full = [k for k, (t, last) in self.buckets.items() if t + (now - last) * self.rate >= self.burst]
-        for k in full:
-            del self.buckets[k]
+    def take(self, key: Any) -> float:
+        """Take a token from `key`'s bucket: the tokens left (>= 0), or -seconds to wait (< 0).
 
-
-RateSettings = tuple[int, float, int, str]
-
-
-def rate_settings(cfg: Mapping[str, Any] | None) -> RateSettings | None:
-    """A listener's `rate_limit` as (requests, per seconds, burst, by); None without one."""
-    if not cfg or not cfg.get("requests"):
-        return None
-    requests = int(cfg["requests"])
-    return requests, float(cfg.get("per") or 1.0), int(cfg.get("burst") or requests), str(cfg.get("by") or "client")
-
-
-_BY = {"client": 0, "user": 1, "listener": 2}
-
-
-class ListenerRateLimit:
-    """The token buckets of one listener's `rate_limit`: `requests` per `per` seconds, `burst` deep, one
-    bucket per client address, per user (the client address for anonymous calls) or one in all.
-
-    `take` answers with a float so the request path allocates nothing but a new bucket: the whole
-    tokens left (>= 0) when the request may go on, else minus the seconds until a token is there."""
-
-    __slots__ = ("_counts", "buckets", "burst", "by", "limit_header", "rate", "settings")
-
-    def __init__(self, settings: RateSettings) -> None:
-        requests, per, burst, by = settings
-        self.settings = settings
-        self.rate = requests / per
-        self.burst = float(burst)
-        self.by = _BY[by]
-        self.buckets: dict[str, list[float]] = {}
-        #: X-RateLimit-Limit, and X-RateLimit-Remaining for each possible count, made once
-        self.limit_header = str(burst)
-        self._counts = tuple(str(i) for i in range(min(burst, 1000) + 1))
-
-    def key(self, client: str | None, user: str | None) -> str:
-        """The bucket of a request."""
-        if self.by == 2:
-            return ""
-        if self.by == 1 and user is not None:
-            return user
-        return client or ""
-
-    def take(self, key: str) -> float:
-        """Take a token from `key`'s bucket: the tokens left (>= 0), or -seconds to wait (< 0)."""
+        Answers with a float so the request path allocates nothing but a new bucket."""
         now = time.monotonic()
         b = self.buckets.get(key)
         if b is None:
@@ -358,6 +296,67 @@ class ListenerRateLimit:
         b[0] = tokens
         return -(1.0 - tokens) / self.rate
 
+    def _prune(self, now: float) -> None:
+        full = [k for k, (t, last) in self.buckets.items() if t + (now - last) * self.rate >= self.burst]
+        for k in full:
+            del self.buckets[k]
+
+
+class RateLimiter(TokenBuckets):
+    """The server-wide `limits.rate_limit`: `requests` per `per` seconds, `burst` deep, keyed by client
+    and listener or by listener alone."""
+
+    __slots__ = ("by_client",)
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__(float(cfg["requests"]) / float(cfg.get("per") or 1.0),
+                         float(cfg.get("burst") or cfg["requests"]))
+        self.by_client = cfg.get("by", "client") == "client"
+
+    def wait(self, listener: str, client: str) -> float:
+        """0 when the request may go on, else the seconds until a token is available."""
+        left = self.take((listener, client if self.by_client else ""))
+        return 0.0 if left >= 0 else -left
+
+
+RateSettings = tuple[int, float, int, str]
+
+
+def rate_settings(cfg: Mapping[str, Any] | None) -> RateSettings | None:
+    """A listener's `rate_limit` as (requests, per seconds, burst, by); None without one."""
+    if not cfg or not cfg.get("requests"):
+        return None
+    requests = int(cfg["requests"])
+    return requests, float(cfg.get("per") or 1.0), int(cfg.get("burst") or requests), str(cfg.get("by") or "client")
+
+
+_BY = {"client": 0, "user": 1, "listener": 2}
+
+
+class ListenerRateLimit(TokenBuckets):
+    """The token buckets of one listener's `rate_limit`: `requests` per `per` seconds, `burst` deep, one
+    bucket per client address, per user (the client address for anonymous calls) or one in all.
+    `take` (see TokenBuckets) answers the whole tokens left, or minus the seconds to wait."""
+
+    __slots__ = ("_counts", "by", "limit_header", "settings")
+
+    def __init__(self, settings: RateSettings) -> None:
+        requests, per, burst, by = settings
+        super().__init__(requests / per, float(burst))
+        self.settings = settings
+        self.by = _BY[by]
+        #: X-RateLimit-Limit, and X-RateLimit-Remaining for each possible count, made once
+        self.limit_header = str(burst)
+        self._counts = tuple(str(i) for i in range(min(burst, 1000) + 1))
+
+    def key(self, client: str | None, user: str | None) -> str:
+        """The bucket of a request."""
+        if self.by == 2:
+            return ""
+        if self.by == 1 and user is not None:
+            return user
+        return client or ""
+
     def remaining(self, left: float) -> str:
         """X-RateLimit-Remaining for `left` tokens: the whole requests that may follow at once."""
         n = int(left)
@@ -369,11 +368,6 @@ class ListenerRateLimit:
         return error_result(429, "RATE_LIMITED", f"rate limit of listener {path} exceeded; retry in {secs} s",
                             headers={"Retry-After": secs, "X-RateLimit-Limit": self.limit_header,
                                      "X-RateLimit-Remaining": "0"})
-
-    def _prune(self, now: float) -> None:
-        full = [k for k, (t, last) in self.buckets.items() if t + (now - last) * self.rate >= self.burst]
-        for k in full:
-            del self.buckets[k]
 
 
 #: distinct `user` label values of atom_listener_requests_total per process; further users count as "other"
@@ -523,7 +517,7 @@ class ListenerRoutes:
                 headers={"Allow": allow})))
         server_limit = rt.rate_limiter
         if server_limit is not None:
-            wait = server_limit.take(lst.process.name, request.remote or "")
+            wait = server_limit.wait(lst.process.name, request.remote or "")
             if wait:
                 usage.throttled.inc()
                 secs = str(max(1, math.ceil(wait)))

@@ -26,7 +26,7 @@ from ._paths import (
 )
 from ._rules import Check, CompiledMap, Compute, Group, Leaf, Node, Obj, PropertySetter, Repeat, Run
 from ._spec import RULE_KEYS, TYPES, Raw
-from ._values import CONVERSIONS, MapValueError, evaluate, is_blank, plain
+from ._values import CONVERSIONS, MapValueError, evaluate, is_blank, plain, yaml_kind
 from ._x12 import SEGMENT as X12_SEGMENT
 from ._x12 import X12Output, X12Writer
 from ._x12 import target as x12_target
@@ -56,14 +56,6 @@ def _const(v: Any) -> Any:
     return v
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"'{value}'"
 
 
 class _LeafSpec:
@@ -195,7 +187,7 @@ class Compiler:
     def items(self, raw: Any, loc: Location, cctx: str) -> tuple[Getter, str] | None:
         """The items getter of a repeating group, and the context kind inside it."""
         if not isinstance(raw, str) or not raw.strip():
-            self.error(loc, f"expected a source path for foreach, got {_kind(raw)}")
+            self.error(loc, f"expected a source path for foreach, got {yaml_kind(raw)}")
             return None
         s = self.env(raw, loc)
         fmt = self.inp.format
@@ -242,7 +234,7 @@ class Compiler:
             return True, (None if raw else (lambda c, r: False))
         if not _is_template(raw):
             self.error(loc, f"expected a condition template like \"{{{{ item.qty > 0 }}}}\" or true/false, "
-                            f"got {_kind(raw)}")
+                            f"got {yaml_kind(raw)}")
             return False, None
         t = self.template(self.env(raw, loc), loc)
         if t is None:
@@ -311,7 +303,7 @@ class Compiler:
 
     def fields(self, node: Any, where: Where, loc: Location, cctx: str, parts: Parts) -> list[Node]:
         if not isinstance(node, Mapping):
-            self.error(loc, f"expected a mapping of target -> rule, got {_kind(node)}")
+            self.error(loc, f"expected a mapping of target -> rule, got {yaml_kind(node)}")
             return []
         b = _Builder()
         for key in node:
@@ -355,7 +347,7 @@ class Compiler:
                     slot.builder = _Builder()
                 sub = value["fields"]
                 if not isinstance(sub, Mapping):
-                    self.error(vwhere.value("fields"), f"expected a mapping of target -> rule, got {_kind(sub)}")
+                    self.error(vwhere.value("fields"), f"expected a mapping of target -> rule, got {yaml_kind(sub)}")
                     return
                 fw = vwhere.child("fields")
                 for k in sub:
@@ -491,7 +483,7 @@ class Compiler:
         if "source" in node:
             src = node["source"]
             if not isinstance(src, str):
-                self.error(where.value("source"), f"expected a source path, got {_kind(src)}")
+                self.error(where.value("source"), f"expected a source path, got {yaml_kind(src)}")
                 return None
             got_ctx = self.context(src, where.value("source"), cctx)
             if got_ctx is None:
@@ -590,7 +582,7 @@ class Compiler:
             g = self.source(value, loc, cctx)
             return _LeafSpec(self.finish(g, None, [], None, False, ""), None, False, loc) if g else None
         if value is None or isinstance(value, list):
-            self.error(loc, f"expected a source path, a template, a constant or a mapping, got {_kind(value)}")
+            self.error(loc, f"expected a source path, a template, a constant or a mapping, got {yaml_kind(value)}")
             return None
         if not isinstance(value, Mapping):
             const = _const(value)
@@ -617,7 +609,7 @@ class Compiler:
                 label = f"foreach {src.get('foreach')}"
             else:
                 self.error(sloc, f"expected a source path, a column number or a value per item "
-                                 f"({{foreach: ..., source: ...}}), got {_kind(src)}")
+                                 f"({{foreach: ..., source: ...}}), got {yaml_kind(src)}")
                 getter = None
             ok = getter is not None
         elif "value" in value:
@@ -661,7 +653,7 @@ class Compiler:
             lst = value["functions"]
             fw = where.child("functions")
             if not isinstance(lst, list):
-                self.error(where.value("functions"), f"expected a list of functions, got {_kind(lst)}")
+                self.error(where.value("functions"), f"expected a list of functions, got {yaml_kind(lst)}")
                 ok = False
             else:
                 for i, item in enumerate(lst):
@@ -683,7 +675,7 @@ class Compiler:
             if flag in value:
                 fv = value[flag]
                 if not isinstance(fv, bool):
-                    self.error(where.value(flag), f"expected true or false, got {_kind(fv)}")
+                    self.error(where.value(flag), f"expected true or false, got {yaml_kind(fv)}")
                     ok = False
                 flags[flag] = fv is True
         when: Check | None = None
@@ -792,7 +784,7 @@ def compile_map(values: dict[str, Any], where: Where, ctx: CheckContext, name: s
             block = props.node[kind]
             bw = pw.child(kind)
             if not isinstance(block, Mapping):
-                ctx.error(pw.value(kind), f"expected a mapping of property name -> rule, got {_kind(block)}")
+                ctx.error(pw.value(kind), f"expected a mapping of property name -> rule, got {yaml_kind(block)}")
                 continue
             top = "rows" if inp.format in ("csv", "flat") else "doc"
             for pname in block:

@@ -13,7 +13,7 @@ from ..errors import Location
 from ..spec import MISSING, CheckContext, Custom, Field, MapOf, Spec, Str
 from ..yamlio import Where, interpolate
 from ._formats import INPUT_TYPE, OUTPUT_TYPE, default_options
-from ._values import unwrap
+from ._values import unwrap, yaml_kind
 
 #: keys of a field rule (a mapping value under `fields`)
 RULE_KEYS = ("source", "value", "default", "function", "functions", "type", "required", "keep_null", "when",
@@ -33,31 +33,21 @@ class Raw:
 def _raw(kind: str, want_mapping: bool) -> Any:
     def check(value: Any, where: Where, loc: Location, ctx: CheckContext) -> Any:
         if want_mapping and not isinstance(value, Mapping):
-            ctx.error(loc, f"expected a mapping for {kind}, got {_kind(value)}")
+            ctx.error(loc, f"expected a mapping for {kind}, got {yaml_kind(value)}")
             return MISSING
         return Raw(value, where, loc)
     return check
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"'{value}'"
-
-
 def _lookups(value: Any, where: Where, loc: Location, ctx: CheckContext) -> Any:
     if not isinstance(value, Mapping):
-        ctx.error(loc, f"expected a mapping of table name -> {{key: value}}, got {_kind(value)}")
+        ctx.error(loc, f"expected a mapping of table name -> {{key: value}}, got {yaml_kind(value)}")
         return MISSING
     out: dict[str, dict[str, Any]] = {}
     for name, table in value.items():
         tloc = where.value(name)
         if not isinstance(table, Mapping):
-            ctx.error(tloc, f"lookup table '{name}' must be a mapping of key -> value, got {_kind(table)}")
+            ctx.error(tloc, f"lookup table '{name}' must be a mapping of key -> value, got {yaml_kind(table)}")
             continue
         entries: dict[str, Any] = {}
         tw = where.child(name)

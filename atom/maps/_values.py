@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -225,3 +226,14 @@ CONVERSIONS = {
     "number": conv_number,
     "bool": conv_bool,
 }
+
+
+def yaml_kind(value: Any) -> str:
+    """How a load-time message names a YAML value of the wrong shape."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"'{value}'"

@@ -29,7 +29,7 @@ from ..errors import DocumentError, Location
 from ..expressions import Constant, ExpressionSyntaxError, Template, compile_template
 from ..spec import MISSING, Bool, CheckContext, Custom, Enum, Field, Int, ListOf, MapOf, Object, Spec, Str
 from ..yamlio import Where
-from ._values import MapError, evaluate, to_text
+from ._values import MapError, evaluate, to_text, yaml_kind
 
 #: a segment ID, with an optional instance label that is not written (`REF#dept`)
 SEGMENT = re.compile(r"^([A-Z][A-Z0-9]{1,2})(?:#([A-Za-z0-9_\-]+))?$")
@@ -81,14 +81,6 @@ MAX_CONTROL = 999_999_999
 # ------------------------------------------------------------------------------------------- options
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"'{value}'"
 
 
 def _separator(value: Any, where: Where, loc: Location, ctx: CheckContext) -> Any:
@@ -100,7 +92,7 @@ def _separator(value: Any, where: Where, loc: Location, ctx: CheckContext) -> An
 
 def _text_or_template(value: Any, where: Where, loc: Location, ctx: CheckContext) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, (Mapping, list)):
-        ctx.error(loc, f"expected a text or a template, got {_kind(value)}")
+        ctx.error(loc, f"expected a text or a template, got {yaml_kind(value)}")
         return MISSING
     return Str().check(value, where, loc, ctx)
 

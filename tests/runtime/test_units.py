@@ -73,13 +73,13 @@ def test_document_and_response_framing() -> None:
 
 def test_rate_limiter_token_bucket() -> None:
     rl = RateLimiter({"requests": 2, "per": 1.0, "by": "client"})
-    assert rl.take("p", "a") == 0 and rl.take("p", "a") == 0
-    wait = rl.take("p", "a")
+    assert rl.wait("p", "a") == 0 and rl.wait("p", "a") == 0
+    wait = rl.wait("p", "a")
     assert 0 < wait <= 1.0
-    assert rl.take("p", "b") == 0  # another client has its own bucket
-    assert rl.take("q", "a") == 0  # and so has another listener
+    assert rl.wait("p", "b") == 0  # another client has its own bucket
+    assert rl.wait("q", "a") == 0  # and so has another listener
     shared = RateLimiter({"requests": 1, "per": 60.0, "by": "listener"})
-    assert shared.take("p", "a") == 0 and shared.take("p", "b") > 0
+    assert shared.wait("p", "a") == 0 and shared.wait("p", "b") > 0
 
 
 def test_read_documents() -> None:
