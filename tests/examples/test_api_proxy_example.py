@@ -7,66 +7,30 @@ and a small per-consumer quota, through the environment variables of the example
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
-import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
-from aiohttp import web
 
 from tests.e2e.conftest import AtomServer, Response
-from tests.services import free_port
+from tests.examples._support import EXAMPLES, BackgroundApp, background_loop, load_example_module, stop_atom
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "api-proxy"
+EXAMPLE = EXAMPLES / "api-proxy"
 UPSTREAM_KEY = "upstream-test-key"
 OPS_KEY = "ops-test-key"
 KEYS = {"acme": "acme-test-key", "globex": "globex-test-key", "initech": "initech-test-key"}
 QUOTA = 5  # requests per minute and burst of each consumer
 
 
-def _load_upstream() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("api_proxy_upstream", EXAMPLE / "upstream.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+upstream = load_example_module(EXAMPLE / "upstream.py", "api_proxy_upstream")
 
 
-upstream = _load_upstream()
-
-
-class Upstream:
-    """The demo weather service on its own port, served by an event loop in a background thread."""
+class Upstream(BackgroundApp):
+    """The demo weather service on its own port."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
         self.behaviour = upstream.Behaviour(key=UPSTREAM_KEY)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.runner: web.AppRunner | None = None
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=15)
-
-    def start(self) -> None:
-        async def go() -> web.AppRunner:
-            runner = web.AppRunner(upstream.weather_app(self.behaviour), shutdown_timeout=0.5)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
-            return runner
-
-        self.runner = self._call(go())
-
-    def stop(self) -> None:
-        if self.runner is not None:
-            self._call(self.runner.cleanup())
-            self.runner = None
+        super().__init__(loop, lambda: upstream.weather_app(self.behaviour))
 
 
 class Setup:
@@ -92,29 +56,20 @@ def requests_total(text: str, user: str, status: int) -> float:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("api-proxy")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    weather = Upstream(loop)
-    env = {"WEATHER_API_URL": weather.url, "WEATHER_API_KEY": UPSTREAM_KEY, "WEATHER_TIMEOUT": "1s",
-           "PROXY_OPS_KEY": OPS_KEY, "CONSUMER_REQUESTS": str(QUOTA), "CONSUMER_PERIOD": "1m",
-           "CONSUMER_BURST": str(QUOTA), "ATOM_WATCH_ENABLED": "false",
-           **{f"{name.upper()}_API_KEY": key for name, key in KEYS.items()}}
-    atom = AtomServer(work, EXAMPLE, env)
-    try:
-        weather.start()
-        atom.start()
-        yield Setup(atom, weather)
-    finally:
-        if atom.proc is not None:
-            try:
-                atom.terminate(timeout=15)
-            except Exception:
-                atom.kill()
-        weather.stop()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+    with background_loop() as loop:
+        weather = Upstream(loop)
+        env = {"WEATHER_API_URL": weather.url, "WEATHER_API_KEY": UPSTREAM_KEY, "WEATHER_TIMEOUT": "1s",
+               "PROXY_OPS_KEY": OPS_KEY, "CONSUMER_REQUESTS": str(QUOTA), "CONSUMER_PERIOD": "1m",
+               "CONSUMER_BURST": str(QUOTA), "ATOM_WATCH_ENABLED": "false",
+               **{f"{name.upper()}_API_KEY": key for name, key in KEYS.items()}}
+        atom = AtomServer(work, EXAMPLE, env)
+        try:
+            weather.start()
+            atom.start()
+            yield Setup(atom, weather)
+        finally:
+            stop_atom(atom)
+            weather.stop()
 
 
 def test_a_consumer_call_is_proxied_with_the_upstream_key_and_not_its_own(proxy: Setup) -> None:

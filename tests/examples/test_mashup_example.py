@@ -7,63 +7,28 @@ directory, and the Atom finds all three through the environment variables of the
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from tests.e2e.conftest import AtomServer, Response
-from tests.services import free_port
+from tests.examples._support import EXAMPLES, BackgroundApp, background_loop, load_example_module, stop_atom
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mashup"
+EXAMPLE = EXAMPLES / "mashup"
 OVERVIEW = "/ws/rest/customers/{}/overview"
 
 
-def _load_backends() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mashup_backends", EXAMPLE / "backends.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+backends = load_example_module(EXAMPLE / "backends.py", "mashup_backends")
 
 
-backends = _load_backends()
-
-
-class Backend:
-    """One demo backend on its own port, served by an event loop in a background thread."""
+class Backend(BackgroundApp):
+    """One demo backend on its own port."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, factory: Callable[[Any], web.Application]) -> None:
-        self.loop = loop
-        self.factory = factory
         self.behaviour = backends.Behaviour()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.runner: web.AppRunner | None = None
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=15)
-
-    def start(self) -> None:
-        async def go() -> web.AppRunner:
-            runner = web.AppRunner(self.factory(self.behaviour), shutdown_timeout=0.5)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
-            return runner
-
-        self.runner = self._call(go())
-
-    def stop(self) -> None:
-        if self.runner is not None:
-            self._call(self.runner.cleanup())
-            self.runner = None
+        super().__init__(loop, lambda: factory(self.behaviour))
 
 
 class Setup:
@@ -79,28 +44,19 @@ def mashup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("mashup")
     db = work / "support.db"
     backends.seed_database(db)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    crm, billing = Backend(loop, backends.crm_app), Backend(loop, backends.billing_app)
-    atom = AtomServer(work, EXAMPLE, {"CRM_URL": crm.url, "BILLING_URL": billing.url, "SUPPORT_DB": str(db),
-                                      "BACKEND_TIMEOUT": "1s"})
-    try:
-        crm.start()
-        billing.start()
-        atom.start()
-        yield Setup(atom, crm, billing)
-    finally:
-        if atom.proc is not None:
-            try:
-                atom.terminate(timeout=15)
-            except Exception:
-                atom.kill()
-        crm.stop()
-        billing.stop()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+    with background_loop() as loop:
+        crm, billing = Backend(loop, backends.crm_app), Backend(loop, backends.billing_app)
+        atom = AtomServer(work, EXAMPLE, {"CRM_URL": crm.url, "BILLING_URL": billing.url, "SUPPORT_DB": str(db),
+                                          "BACKEND_TIMEOUT": "1s"})
+        try:
+            crm.start()
+            billing.start()
+            atom.start()
+            yield Setup(atom, crm, billing)
+        finally:
+            stop_atom(atom)
+            crm.stop()
+            billing.stop()
 
 
 ADA = {
