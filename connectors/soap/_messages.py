@@ -18,6 +18,7 @@ from lxml import etree
 from atom.soap import SOAP11_ENV, SOAP12_ENV
 
 _ENV_OF_VERSION = {"1.1": SOAP11_ENV, "1.2": SOAP12_ENV}
+WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,17 @@ class Fault:
     code: str
     message: str
     detail: str | None = None
+    #: the code and SOAP 1.2 subcodes as qualified names, `{namespace}local`
+    qualified: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"SOAP fault {self.code or '(no code)'}: {self.message or '(no message)'}"
+
+    @property
+    def security(self) -> bool:
+        """True for a WS-Security fault (`wsse:FailedAuthentication`, `wsse:InvalidSecurityToken`,
+        `wsse:MessageExpired`...): the service refused the request's security header."""
+        return any(etree.QName(q).namespace == WSSE_NS for q in self.qualified if q.startswith("{"))
 
 
 def envelope_for(version: str, element: etree._Element) -> etree._Element:
@@ -72,21 +81,79 @@ def find_fault(root: etree._Element) -> Fault | None:
     fault = body.find(f"{{{ns}}}Fault")
     if fault is None:
         return None
+    qualified: list[str] = []
     if version == "1.1":
-        code = (fault.findtext("faultcode") or "").strip()
+        code_el = fault.find("faultcode")
+        code = (code_el.text or "").strip() if code_el is not None else ""
+        if code_el is not None and code:
+            qualified.append(_qualified(code, code_el))
         message = (fault.findtext("faultstring") or "").strip()
         detail_el = fault.find("detail")
     else:
-        code = (fault.findtext(f"{{{ns}}}Code/{{{ns}}}Value") or "").strip()
+        value_el = fault.find(f"{{{ns}}}Code/{{{ns}}}Value")
+        code = (value_el.text or "").strip() if value_el is not None else ""
+        if value_el is not None and code:
+            qualified.append(_qualified(code, value_el))
         sub = fault.find(f"{{{ns}}}Code/{{{ns}}}Subcode")
         while sub is not None:
-            value = (sub.findtext(f"{{{ns}}}Value") or "").strip()
-            if value:
+            value_el = sub.find(f"{{{ns}}}Value")
+            value = (value_el.text or "").strip() if value_el is not None else ""
+            if value_el is not None and value:
                 code += f"/{value}"
+                qualified.append(_qualified(value, value_el))
             sub = sub.find(f"{{{ns}}}Subcode")
         message = (fault.findtext(f"{{{ns}}}Reason/{{{ns}}}Text") or "").strip()
         detail_el = fault.find(f"{{{ns}}}Detail")
-    return Fault(code, message, _detail_text(detail_el))
+    return Fault(code, message, _detail_text(detail_el), tuple(qualified))
+
+
+def _qualified(value: str, el: etree._Element) -> str:
+    """A QName value (`wsse:FailedAuthentication`) as `{namespace}local`, resolving its prefix in the
+    scope of `el`; the value itself when the prefix is not declared."""
+    prefix, _, local = value.rpartition(":")
+    namespace = el.nsmap.get(prefix or None)
+    return f"{{{namespace}}}{local}" if namespace else value
+
+
+def header_properties(root: etree._Element) -> dict[str, str]:
+    """Document properties from the SOAP Header of a response envelope: `soap_header_<Name>` for each
+    header element (by local name, the first one of a name): the text of a simple element, the XML of
+    one with child elements, whose simple children also give `soap_header_<Name>_<child>`."""
+    version, _ = envelope_parts(root)
+    if version is None:
+        return {}
+    header = root.find(f"{{{_ENV_OF_VERSION[version]}}}Header")
+    props: dict[str, str] = {}
+    if header is None:
+        return props
+    for el in header:
+        if not isinstance(el.tag, str):
+            continue
+        key = f"soap_header_{etree.QName(el).localname}"
+        if key in props:
+            continue
+        children = [c for c in el if isinstance(c.tag, str)]
+        if not children:
+            props[key] = (el.text or "").strip()
+            continue
+        props[key] = etree.tostring(el, encoding="unicode", with_tail=False)
+        for child in children:
+            if not any(isinstance(c.tag, str) for c in child):
+                props.setdefault(f"{key}_{etree.QName(child).localname}", (child.text or "").strip())
+    return props
+
+
+def add_headers(envelope: etree._Element, elements: list[etree._Element]) -> None:
+    """Append `elements` to the SOAP Header of `envelope` (made first in the envelope if it has none)."""
+    if not elements:
+        return
+    version, _ = envelope_parts(envelope)
+    ns = _ENV_OF_VERSION[version or "1.1"]
+    header = envelope.find(f"{{{ns}}}Header")
+    if header is None:
+        header = etree.Element(f"{{{ns}}}Header")
+        envelope.insert(0, header)
+    header.extend(elements)
 
 
 def _detail_text(el: etree._Element | None) -> str | None:

@@ -13,21 +13,23 @@ import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
 import aiohttp
 from lxml import etree
 from zeep.exceptions import Error as ZeepError
 from zeep.helpers import serialize_object
 from zeep.wsdl.bindings.soap import SoapOperation
-from zeep.wsse.username import UsernameToken
 from zeep.xsd.context import XmlParserContext
 
 from atom.connector import Connector, OperationContext
 from atom.document import Document, dump_json, parse_xml
-from atom.errors import INVALID, REJECTED, TIMEOUT, UNREACHABLE, ConnectorError, DocumentError, status_kind
+from atom.errors import AUTH, INVALID, REJECTED, TIMEOUT, UNREACHABLE, ConnectorError, DocumentError, status_kind
 from atom.resilience import NETWORK_FIELDS, call_with_retry
-from atom.spec import Bool, Enum, Field, MapOf, Object, Spec, Str
+from atom.spec import Bool, CheckContext, Duration, Enum, Field, MapOf, Object, Spec, Str
+from atom.yamlio import Where
 
+from . import _headers
 from . import _messages as msgs
 from ._wsdl import Target, load, safe_url
 
@@ -42,7 +44,10 @@ WSSE_SPEC = Spec([
     Field("password", Str(), required=True, secret=True, description="password of the UsernameToken"),
     Field("digest", Bool(), default=False,
           description="send a password digest (with nonce and creation time) instead of the plain text"),
-], summary="WS-Security UsernameToken added to the header of every request")
+    Field("timestamp", Bool(), default=False,
+          description="add a wsu:Timestamp (Created, Expires) to the Security header"),
+    Field("ttl", Duration(), default=300.0, description="lifetime of the Timestamp: Expires is Created + ttl"),
+], summary="WS-Security UsernameToken (and optional Timestamp) added to the header of every request")
 
 CONNECTION_SPEC = Spec([
     Field("wsdl", Str(), required=True,
@@ -53,7 +58,7 @@ CONNECTION_SPEC = Spec([
     Field("address", Str(pattern=r"https?://\S+"),
           description="endpoint URL to call instead of the port's address in the WSDL"),
     Field("auth", Object(AUTH_SPEC), description="HTTP basic authentication"),
-    Field("wsse", Object(WSSE_SPEC), description="WS-Security UsernameToken"),
+    Field("wsse", Object(WSSE_SPEC), description="WS-Security UsernameToken and Timestamp"),
     Field("headers", MapOf(Str()), default=dict, description="extra HTTP headers sent with every request"),
     Field("verify_tls", Bool(), default=True, description="verify the server's TLS certificate"),
     *NETWORK_FIELDS,
@@ -67,6 +72,9 @@ SEND_SPEC = Spec([
                       "json: the document is a JSON object of the operation's arguments"),
     Field("output", Enum("xml", "json"), default="xml",
           description="xml: the response element as XML; json: the response element's content as JSON"),
+    Field("headers", _headers.HeaderValues(), default=dict,
+          description="SOAP headers: header name (as the WSDL's binding declares it, or {namespace}Name) "
+                      "to a value, a template or a mapping for a complex header; evaluated per document"),
 ], summary="Call a SOAP operation once per document")
 
 
@@ -74,10 +82,10 @@ class SoapConnector(Connector):
     """One instance per connection: the WSDL is loaded once, at `start()`, and shared by all executions.
 
     `send` calls the operation once per document, in order, and returns one document per input:
-    the response (with document property `status_code`), or the input document failed with the
-    SOAP fault (properties `soap_fault_code`, `soap_fault_string`, `soap_fault_detail`) or the
-    transport error. Network errors, 429 and 5xx answers without a fault are retried per the
-    connection's policy; faults and other 4xx are not.
+    the response (with document properties `status_code` and `soap_header_<Name>`), or the input
+    document failed with the SOAP fault (properties `soap_fault_code`, `soap_fault_string`,
+    `soap_fault_detail`) or the transport error. Network errors, 429 and 5xx answers without a fault
+    are retried per the connection's policy; faults and other 4xx are not.
     """
 
     type = "soap"
@@ -95,7 +103,16 @@ class SoapConnector(Connector):
         self._wsse: Mapping[str, Any] | None = wsse or None
         secrets = [(config.get("auth") or {}).get("password"), (wsse or {}).get("password"),
                    urlsplit(config.get("wsdl", "")).password, urlsplit(config.get("address") or "").password]
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+        # as written, and as an XML text or attribute holds it (a fault may echo the request's header)
+        variants = {v for s in secrets if s for v in (s, escape(s), escape(s, {'"': "&quot;", "'": "&apos;"}))}
+        self._secrets = sorted((s for s in variants if len(s) >= 3), key=len, reverse=True)
+
+    @classmethod
+    def check_connection(cls, config: dict[str, Any], where: Where, ctx: CheckContext) -> dict[str, Any]:
+        wsse = config.get("wsse")
+        if isinstance(wsse, dict) and float(wsse.get("ttl", 300.0)) <= 0:
+            ctx.error(where.child("wsse").value("ttl"), "ttl must be more than 0")
+        return config
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -168,10 +185,14 @@ class SoapConnector(Connector):
         target = await self._ready()
         name = op["operation"]
         operation = self._operation(target, name)
+        try:
+            plan = _headers.HeaderPlan.for_operation(operation, op.get("headers") or {})
+        except _headers.UnknownHeader as exc:
+            raise ConnectorError(f"connection '{self.name}', operation '{name}': {exc}") from None
         out: list[Document] = []
         for i, doc in enumerate(docs, 1):
             where = f"connection '{self.name}', operation '{name}', document {i} of {len(docs)}"
-            out.append(await self._call(target, operation, op, doc, where, ctx))
+            out.append(await self._call(target, operation, op, plan, doc, where, ctx))
         return out
 
     def _operation(self, target: Target, name: str) -> SoapOperation:
@@ -184,10 +205,12 @@ class SoapConnector(Connector):
                 f"(operations: {', '.join(sorted(operations)) or 'none'})")
         return found  # type: ignore[no-any-return]
 
-    async def _call(self, target: Target, operation: SoapOperation, op: Mapping[str, Any], doc: Document,
-                    where: str, ctx: OperationContext) -> Document:
+    async def _call(self, target: Target, operation: SoapOperation, op: Mapping[str, Any],
+                    plan: _headers.HeaderPlan, doc: Document, where: str, ctx: OperationContext) -> Document:
         try:
             envelope, headers = self._request(target, operation, op["input"], doc)
+            if plan.entries:
+                msgs.add_headers(envelope, plan.build(ctx.scope(doc), self._secrets))
         except (DocumentError, ZeepError, TypeError, ValueError) as exc:
             return self._fail(doc, f"{where}: cannot build the request: {exc}", getattr(exc, "kind", INVALID))
 
@@ -196,7 +219,8 @@ class SoapConnector(Connector):
 
         try:
             status, reply = await call_with_retry(attempt, policy=self.retry, breaker=self.breaker,
-                                                  connection=self.name, log=ctx.log)
+                                                  connection=self.name,
+                                                  log=lambda level, message: ctx.log(level, self._scrub(message)))
         except ConnectorError as exc:
             failed = self._fail(doc, f"{where}: {exc}", exc.kind, exc.status)
             if exc.status:
@@ -205,11 +229,15 @@ class SoapConnector(Connector):
         props = {**doc.props, "status_code": str(status)}
         if reply is None:
             return doc.derive(b"", props=props)
+        answer_headers = {k: self._scrub(v) for k, v in msgs.header_properties(reply).items()}
+        props.update(answer_headers)
         fault = msgs.find_fault(reply)
         if fault is not None:
+            # a WS-Security fault refuses the credentials (or the security header); others the request
             failed = self._fail(doc, f"{where}: {safe_url(target.address)} answered {fault.describe()}",
-                                REJECTED, status)
-            failed.props.update(status_code=str(status), soap_fault_code=fault.code,
+                                AUTH if fault.security else REJECTED, status)
+            failed.props.update(answer_headers)
+            failed.props.update(status_code=str(status), soap_fault_code=self._scrub(fault.code),
                                 soap_fault_string=self._scrub(fault.message))
             if fault.detail is not None:
                 failed.props["soap_fault_detail"] = self._scrub(fault.detail)
@@ -255,11 +283,9 @@ class SoapConnector(Connector):
         """One attempt. Returns (status, envelope) for a success or a fault, (status, None) for an empty
         success (one-way operations); raises ConnectorError, retryable for network errors, 429 and 5xx."""
         assert self._session is not None
-        if self._wsse:
+        if self._wsse:  # made again for every attempt: a fresh nonce, creation time and expiry
             envelope = copy.deepcopy(envelope)
-            token = UsernameToken(self._wsse["username"], self._wsse["password"],
-                                  use_digest=bool(self._wsse.get("digest")))
-            envelope, headers = token.apply(envelope, dict(headers))
+            envelope, headers = _headers.security(self._wsse).apply(envelope, dict(headers))
         data = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
         url = safe_url(target.address)
         try:
