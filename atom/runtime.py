@@ -122,6 +122,7 @@ class Runtime:
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.limits.max_request_bytes)
         app[RUNTIME] = self
+        app.on_response_prepare.append(_server_header)
         ListenerRoutes(self).add_to(app)
         ManagementApi(self).add_to(app)
         app.router.add_get("/_admin/status", self.status)
@@ -450,6 +451,11 @@ RUNTIME = web.AppKey("atom_runtime", Runtime)
 #: shape kinds that do no I/O of their own (process_call is checked through the process it calls)
 PURE_SHAPES = frozenset({"map", "decision", "branch", "route", "set_properties", "message", "notify", "split",
                          "combine", "cache", "try_catch", "flow_control", "exception", "stop", "return"})
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Name the server without the versions of Python and aiohttp (they only help an attacker)."""
+    response.headers["Server"] = "Atom"
 
 
 def runs_without_io(pdef: ProcessDef, dep: Deployment, seen: frozenset[str] = frozenset()) -> bool:

@@ -100,6 +100,8 @@ def test_json_round_trip(atom: AtomServer) -> None:
     assert r.status == 200
     assert r.header("Content-Type") == "application/json"
     assert r.json() == {"hello": "world"}
+    assert r.header("Server") == "Atom"  # no Python or aiohttp version for a scanner to match
+    assert atom.request("GET", "/no/such/path").header("Server") == "Atom"
 
 
 def test_properties_status_and_headers(atom: AtomServer) -> None:
