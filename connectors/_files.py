@@ -14,25 +14,35 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import datetime as _dt
+import logging
+import os
 import posixpath
 import re
 import secrets
+import tempfile
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, ClassVar, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from atom.connector import Connector, OperationContext
 from atom.document import Document, dump_json
 from atom.errors import AUTH, INVALID, REJECTED, TIMEOUT, ConnectorError, DocumentError
 from atom.resilience import call_with_retry
-from atom.spec import Bool, CheckContext, Duration, Enum, Field, Int, Spec, Str, Template
+from atom.spec import Bool, CheckContext, Duration, Enum, Field, Int, Size, Spec, Str, Template
 from atom.yamlio import Where
 
+if TYPE_CHECKING:
+    from atom.engine import Execution
+
 T = TypeVar("T")
+log = logging.getLogger("atom.connectors.files")
 
 #: Temp files of an upload in progress: `.<name>.<8 hex>.part`, in the target's directory.
 TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
@@ -48,6 +58,7 @@ class FileEntry:
     path: str
     size: int
     mtime: float | None = None  # seconds since the epoch, UTC; None when the peer does not say
+    sized: bool = True  # False when the peer did not give the size (`size` is then 0)
 
     @property
     def name(self) -> str:
@@ -135,6 +146,219 @@ def file_props(entry: FileEntry) -> dict[str, str]:
     return props
 
 
+# ------------------------------------------------------------------------------------------- file-backed documents
+
+#: files of at least this many bytes are not read into memory by default
+STREAM_THRESHOLD = 8 * 1024 * 1024
+#: a download to a spool file holds at most this many bytes in memory at a time
+CHUNK = 256 * 1024
+
+Signature = tuple[int, int, int]
+
+
+def signature(path: str) -> Signature:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def unlink(path: str) -> None:
+    """Remove a file; one already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class _Path(str):
+    """The path of a file as the documents backed by it hold it: one object for a document and all
+    its copies, so that its finalizer runs once none of them is left."""
+
+
+class FileDocument(Document):
+    """A document that reads its file when consumed, and fails with a located message (instead of
+    reading something else) when the file is gone or was changed since `get` picked it up."""
+
+    __slots__ = ("_file", "_loaded", "_sig", "_where")
+    _file: str
+    _loaded: bool
+    _sig: Signature
+    _where: str
+
+    @classmethod
+    def backed_by(cls, path: str, props: dict[str, str], sig: Signature, where: str) -> FileDocument:
+        doc = cls.from_file(path, props)
+        assert isinstance(doc, FileDocument)
+        doc._file, doc._sig, doc._where, doc._loaded = path, sig, where, False
+        return doc
+
+    def _copy_to(self, new: Document) -> None:
+        assert isinstance(new, FileDocument)
+        new._file, new._sig, new._where, new._loaded = self._file, self._sig, self._where, self._loaded
+
+    def _verify(self) -> None:
+        try:
+            now = signature(self._file)
+        except FileNotFoundError:
+            raise DocumentError(f"{self._where}: the file is gone: it was removed after get picked it "
+                                "up") from None
+        except OSError as exc:
+            raise DocumentError(f"{self._where}: {exc.strerror or exc}") from None
+        if now != self._sig:
+            raise DocumentError(f"{self._where}: the file was changed after get picked it up (it is "
+                                "read as the process consumes it); not read")
+
+    @property
+    def data(self) -> bytes:
+        if self._loaded:
+            return super().data
+        self._verify()
+        try:
+            data = super().data
+        except OSError as exc:
+            raise DocumentError(f"{self._where}: {exc.strerror or exc}") from None
+        self._loaded = True
+        return data
+
+    def open(self) -> IO[bytes]:
+        if self._loaded:
+            return super().open()
+        self._verify()
+        try:
+            return super().open()
+        except OSError as exc:
+            raise DocumentError(f"{self._where}: {exc.strerror or exc}") from None
+
+
+class Lease:
+    """A file behind file-backed documents: settled (`settle`) once the execution that read it has
+    ended *and* no document refers to it any more, whichever comes last."""
+
+    def __init__(self) -> None:
+        self.outcome: str | None = None  # the execution's final status once ended ("" without one)
+        self.released = False
+        self.settled = False
+        self._lock = threading.RLock()  # a finalizer may run in a thread holding it
+
+    def hold(self, path: str, props: dict[str, str], where: str) -> FileDocument:
+        """The document reading the file `path`; releasing its last copy settles the lease. Should
+        this fail, the lease is settled as for an execution that did not finish."""
+        held = _Path(path)
+        weakref.finalize(held, self.release)
+        try:
+            doc = FileDocument.backed_by(held, props, signature(held), where)
+            if getattr(doc, "_path", held) is not held:  # copies would not keep the file: read it now
+                _ = doc.data
+        except BaseException:
+            self.end("INPROCESS")
+            raise
+        return doc
+
+    def follow(self, ctx: OperationContext, watchers: set[asyncio.Task[None]]) -> None:
+        """Record the end of the execution of `ctx` (at once without one); the waiting task is kept
+        in `watchers` while it runs."""
+        ex = ctx.execution
+        if ex is None:
+            self.end("")
+            return
+        task = asyncio.ensure_future(self.until_ended(ex))
+        watchers.add(task)
+        task.add_done_callback(watchers.discard)
+
+    async def until_ended(self, ex: Execution) -> None:
+        """Wait for `ex` to end, then record its status (also when cancelled: a status still
+        INPROCESS counts as an execution that did not finish)."""
+        try:
+            await ex.done.wait()
+        finally:
+            self.end(ex.status)
+
+    def end(self, status: str) -> None:
+        with self._lock:
+            if self.outcome is not None:
+                return
+            self.outcome = status
+            go = self.released and not self.settled
+            self.settled = self.settled or go
+        if go:
+            self._settle()
+
+    def release(self) -> None:
+        with self._lock:
+            self.released = True
+            go = self.outcome is not None and not self.settled
+            self.settled = self.settled or go
+        if go:
+            self._settle()
+
+    def settle(self) -> None:
+        """What is done with the file once settled."""
+
+    def _settle(self) -> None:
+        try:
+            self.settle()
+        except Exception:  # runs from a finalizer: report, never raise
+            log.exception("settling the file behind a document failed")
+
+
+class Spool(Lease):
+    """A private local copy of a remote file, deleted once settled."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def settle(self) -> None:
+        unlink(self.path)
+
+
+def spool_dir(ctx: OperationContext) -> str | None:
+    """Where downloads of large files are spooled: `spool/` in the Atom's data directory (beside the
+    execution store) when the execution has one, else None (the system's temp directory)."""
+    engine = getattr(ctx.execution, "engine", None)
+    store = getattr(getattr(engine, "recorder", None), "path", None)
+    if store is None:
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(store))), "spool")
+
+
+#: spool directories this process has swept of files left by processes that are gone
+_SWEPT: set[str] = set()
+
+
+def _sweep_spool(directory: str) -> None:
+    """Delete the spool files of processes that no longer run (an Atom that was killed while it held
+    them): their names carry the pid of the process that made them."""
+    if directory in _SWEPT:
+        return
+    _SWEPT.add(directory)
+    me = os.getpid()
+    for name in os.listdir(directory):
+        m = _SPOOL_NAME.fullmatch(name)
+        if m is None or int(m.group(1)) == me:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):  # another user's file in a shared temp directory
+                unlink(os.path.join(directory, name))
+        except OSError:
+            pass  # alive, under another user
+
+
+_SPOOL_NAME = re.compile(r"atom-spool-(\d+)-.*\.part")
+
+
+def new_spool_file(directory: str | None) -> tuple[int, str]:
+    """Create an empty private file (mode 0600) in `directory` (None: the temp directory); returns
+    its open descriptor and path. The first time in a directory, files left there by processes that
+    are gone are deleted."""
+    d = directory if directory is not None else tempfile.gettempdir()
+    if directory is not None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    _sweep_spool(d)
+    return tempfile.mkstemp(prefix=f"atom-spool-{os.getpid()}-", suffix=".part", dir=d)
+
+
 # ------------------------------------------------------------------------------------------- specs
 
 DIRECTORY = Field("directory", Template(), default="",
@@ -165,6 +389,16 @@ GET_SPEC = Spec([
           example="archive/{{ now('%Y-%m-%d') }}"),
 ], summary="Read files: one document per file, with properties file_name, file_path, file_size, "
            "file_mtime. No matching file gives no documents.")
+
+REMOTE_GET_SPEC = GET_SPEC.extend(
+    Field("stream_threshold", Size(), default=STREAM_THRESHOLD,
+          description="files of this size or larger are not read into memory: they are downloaded in "
+                      "pieces to a private spool file of the Atom, which the document reads as the process "
+                      "consumes it (a streamed split holds 1 MB at a time), deleted once the execution has "
+                      "ended; 0 reads every file into memory",
+          example="64MiB"),
+    summary=GET_SPEC.summary + " Files of `stream_threshold` bytes or more are spooled to a local file "
+                               "and read as they are consumed.")
 
 SEND_SPEC = Spec([
     Field("action", Enum("write", "list", "move", "delete"), default="write",
@@ -239,6 +473,10 @@ class FileStore(abc.ABC):
     @abc.abstractmethod
     async def read(self, path: str) -> bytes: ...
 
+    async def download(self, path: str, out: IO[bytes]) -> None:
+        """Write the content of `path` to `out`, holding at most `CHUNK` bytes or so at a time."""
+        out.write(await self.read(path))
+
     @abc.abstractmethod
     async def exists(self, path: str) -> bool: ...
 
@@ -292,6 +530,7 @@ class FileConnector(Connector):
         self._stopped = False
         self._secrets = [str(config[k]) for k in ("password", "passphrase", "private_key")
                          if config.get(k)]
+        self._watchers: set[asyncio.Task[None]] = set()  # tasks waiting for executions to end
 
     @classmethod
     def check_operation(cls, action: str, op: dict[str, Any], where: Where, ctx: CheckContext) -> dict[str, Any]:
@@ -413,7 +652,7 @@ class FileConnector(Connector):
             props = file_props(entry)
             try:
                 streamed = await self.stream(session, op, entry, props, directory, move_to, ctx)
-                data = b"" if streamed is not None else await session.call("read", entry.path, _read, entry.path)
+                got = streamed if streamed is not None else await self.fetch(session, op, entry, props, ctx)
             except ConnectorError as exc:
                 failed = Document(b"", props).fail(str(exc))
                 failed.trace = trace
@@ -423,7 +662,6 @@ class FileConnector(Connector):
                 streamed.trace = trace
                 out.append(streamed)
                 continue
-            got = Document(data, props)
             got.trace = trace
             out.append(got)
             after = op.get("after", "keep")
@@ -444,6 +682,12 @@ class FileConnector(Connector):
         after-read action of `op` taken care of; None to read the file into memory and act at once (the
         default). A ConnectorError fails that file's document, as a failed read does."""
         return None
+
+    async def fetch(self, session: _Session, op: Mapping[str, Any], entry: FileEntry, props: dict[str, str],
+                    ctx: OperationContext) -> Document:
+        """The document of `entry` (properties `props`), read into memory (the default); the after-read
+        action follows. A ConnectorError fails that file's document."""
+        return Document(await session.call("read", entry.path, _read, entry.path), props)
 
     async def _list(self, session: _Session, op: Mapping[str, Any], directory: str, what: str,
                     skip: str | None = None) -> list[FileEntry]:
@@ -606,6 +850,56 @@ class FileConnector(Connector):
             return safe_path(value, field.replace("_", " "), allow_empty=True)
         except PathRefused as exc:
             raise self.error(action, value, exc) from None
+
+
+class RemoteFileConnector(FileConnector):
+    """A file connector whose files are on another host (ftp, sftp). `get` downloads a file of
+    `stream_threshold` bytes or more (or of a size the listing does not give) in pieces to a private
+    spool file, and hands on a document backed by that file; the spool file is deleted once the
+    execution has ended and no document refers to it. The after-read action follows the download."""
+
+    operations: ClassVar[dict[str, Spec]] = {"get": REMOTE_GET_SPEC, "send": SEND_SPEC}
+
+    async def fetch(self, session: _Session, op: Mapping[str, Any], entry: FileEntry, props: dict[str, str],
+                    ctx: OperationContext) -> Document:
+        threshold = int(op.get("stream_threshold") or 0)
+        if threshold <= 0 or (entry.sized and entry.size < threshold):
+            return await super().fetch(session, op, entry, props, ctx)
+        path = await session.call("read", entry.path, _spool, entry.path, spool_dir(ctx))
+        try:
+            size = os.path.getsize(path)
+            if not entry.sized:
+                props["file_size"] = str(size)
+            if size < threshold:  # its size was not known: small after all
+                data = await asyncio.to_thread(_read_local, path)
+                unlink(path)
+                return Document(data, props)
+        except BaseException:
+            unlink(path)
+            raise
+        spool = Spool(path)
+        doc = spool.hold(path, props, self.where("read", entry.path))
+        spool.follow(ctx, self._watchers)
+        ctx.log("debug", f"connection '{self.name}': '{entry.path}' ({size} bytes) was spooled to a local "
+                         "file; it is read as a stream")
+        return doc
+
+
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+async def _spool(store: FileStore, path: str, directory: str | None) -> str:
+    """Download `path` to a new spool file; returns the spool file's path (none is left on failure)."""
+    fd, local = await asyncio.to_thread(new_spool_file, directory)
+    try:
+        with open(fd, "wb") as out:
+            await store.download(path, out)
+    except BaseException:
+        unlink(local)
+        raise
+    return local
 
 
 async def _scan(store: FileStore, directory: str, recursive: bool) -> list[FileEntry]:

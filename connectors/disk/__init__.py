@@ -21,16 +21,24 @@ from atom.document import Document
 from atom.errors import ConnectorError
 from atom.spec import Field, Size, Spec, Str
 
-from .._files import GET_SPEC, SEND_SPEC, FileConnector, FileEntry, FileStore, TargetExists, _Session, below, join
+from .._files import (
+    GET_SPEC,
+    SEND_SPEC,
+    STREAM_THRESHOLD,
+    FileConnector,
+    FileEntry,
+    FileStore,
+    TargetExists,
+    _Session,
+    below,
+    join,
+)
 from ._staging import STAGING, FileDocument, Stage, Ticket, signature
 from ._staging import fsync_dir as _fsync_dir
 
 __all__ = ["DiskConnector"]
 
 log = logging.getLogger("atom.connectors.disk")
-
-#: files of at least this many bytes are streamed by default
-STREAM_THRESHOLD = 8 * 1024 * 1024
 
 GET_OPERATION = GET_SPEC.extend(
     Field("stream_threshold", Size(), default=STREAM_THRESHOLD,
@@ -177,7 +185,6 @@ class DiskConnector(FileConnector):
         self.directory: str = str(config.get("directory", "."))
         self.base = ""
         self._stage: Stage | None = None
-        self._watchers: set[asyncio.Task[None]] = set()
 
     @property
     def peer(self) -> str:
@@ -268,13 +275,7 @@ class DiskConnector(FileConnector):
             path = stage.store._abs(entry.path)
             return FileDocument.backed_by(path, props, await asyncio.to_thread(signature, path), where)
         doc = ticket.document(props, where)
-        ex = ctx.execution
-        if ex is None:
-            ticket.end("")
-        else:
-            task = asyncio.ensure_future(ticket.until_ended(ex))
-            self._watchers.add(task)
-            task.add_done_callback(self._watchers.discard)
+        ticket.follow(ctx, self._watchers)
         ctx.log("debug", f"connection '{self.name}': '{entry.path}' is read as a stream from '{ticket.data}'")
         return doc
 

@@ -30,18 +30,16 @@ import posixpath
 import secrets
 import stat
 import threading
-import weakref
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
-from atom.document import Document
-from atom.errors import ConnectorError, DocumentError
+from atom.errors import ConnectorError
 
-from .._files import PathRefused, TargetExists, safe_path, unique_candidates
+from .._files import FileDocument, Lease, PathRefused, Signature, TargetExists, safe_path, signature, unique_candidates
 
 if TYPE_CHECKING:
-    from atom.engine import Execution
-
     from . import DiskStore
+
+__all__ = ["STAGING", "FileDocument", "Signature", "Stage", "Ticket", "fsync_dir", "place", "signature"]
 
 try:
     import fcntl
@@ -60,9 +58,6 @@ UNFINISHED = frozenset({"INPROCESS", "ABORTED"})
 _CANNOT = {errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS,
            errno.EACCES, errno.EROFS}
 
-Signature = tuple[int, int, int]
-
-
 def fsync_dir(path: str) -> None:
     """Make a rename durable (POSIX); best effort elsewhere."""
     try:
@@ -75,71 +70,6 @@ def fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def signature(path: str) -> Signature:
-    st = os.stat(path)
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-class _Path(str):
-    """The path of a staged file as the documents hold it: one object for a document and all its
-    copies, so that its finalizer runs once none of them is left."""
-
-
-class FileDocument(Document):
-    """A document that reads its file when consumed, and fails with a located message (instead of
-    reading something else) when the file is gone or was changed since `get` picked it up."""
-
-    __slots__ = ("_file", "_loaded", "_sig", "_where")
-    _file: str
-    _loaded: bool
-    _sig: Signature
-    _where: str
-
-    @classmethod
-    def backed_by(cls, path: str, props: dict[str, str], sig: Signature, where: str) -> FileDocument:
-        doc = cls.from_file(path, props)
-        assert isinstance(doc, FileDocument)
-        doc._file, doc._sig, doc._where, doc._loaded = path, sig, where, False
-        return doc
-
-    def _copy_to(self, new: Document) -> None:
-        assert isinstance(new, FileDocument)
-        new._file, new._sig, new._where, new._loaded = self._file, self._sig, self._where, self._loaded
-
-    def _verify(self) -> None:
-        try:
-            now = signature(self._file)
-        except FileNotFoundError:
-            raise DocumentError(f"{self._where}: the file is gone: it was removed after get picked it "
-                                "up") from None
-        except OSError as exc:
-            raise DocumentError(f"{self._where}: {exc.strerror or exc}") from None
-        if now != self._sig:
-            raise DocumentError(f"{self._where}: the file was changed after get picked it up (it is "
-                                "read as the process consumes it); not read")
-
-    @property
-    def data(self) -> bytes:
-        if self._loaded:
-            return super().data
-        self._verify()
-        try:
-            data = super().data
-        except OSError as exc:
-            raise DocumentError(f"{self._where}: {exc.strerror or exc}") from None
-        self._loaded = True
-        return data
-
-    def open(self) -> IO[bytes]:
-        if self._loaded:
-            return super().open()
-        self._verify()
-        try:
-            return super().open()
-        except OSError as exc:
-            raise DocumentError(f"{self._where}: {exc.strerror or exc}") from None
 
 
 def place(store: DiskStore, src: str, dst: str) -> str:
@@ -162,20 +92,17 @@ def _unlink(path: str) -> None:
         pass
 
 
-class Ticket:
+class Ticket(Lease):
     """One staged file: settled once its execution has ended and no document refers to it."""
 
     def __init__(self, stage: Stage, n: int, path: str, after: str, dst: str | None, data: str) -> None:
+        super().__init__()
         self.stage = stage
         self.n = n
         self.path = path  # where it came from (relative to the connection directory)
         self.after = after
         self.dst = dst  # after: move: where it goes
         self.data = data  # the staged name (relative)
-        self.outcome: str | None = None  # the execution's final status once ended ("" without one)
-        self.released = False
-        self.settled = False
-        self._lock = threading.RLock()  # a finalizer may run in a thread holding it
 
     @property
     def manifest(self) -> str:
@@ -184,42 +111,7 @@ class Ticket:
     def document(self, props: dict[str, str], where: str) -> FileDocument:
         """The document reading the staged file; releasing its last copy settles the ticket. Should
         this fail, the file goes back where it came from."""
-        path = _Path(self.stage.store._abs(self.data))
-        weakref.finalize(path, self.release)
-        try:
-            doc = FileDocument.backed_by(path, props, signature(path), where)
-            if getattr(doc, "_path", path) is not path:  # copies would not keep the file: read it now
-                _ = doc.data
-        except BaseException:
-            self.end("INPROCESS")
-            raise
-        return doc
-
-    async def until_ended(self, ex: Execution) -> None:
-        """Wait for `ex` to end, then record its status (also when cancelled: a status still
-        INPROCESS puts the file back)."""
-        try:
-            await ex.done.wait()
-        finally:
-            self.end(ex.status)
-
-    def end(self, status: str) -> None:
-        with self._lock:
-            if self.outcome is not None:
-                return
-            self.outcome = status
-            go = self.released and not self.settled
-            self.settled = self.settled or go
-        if go:
-            self._settle()
-
-    def release(self) -> None:
-        with self._lock:
-            self.released = True
-            go = self.outcome is not None and not self.settled
-            self.settled = self.settled or go
-        if go:
-            self._settle()
+        return self.hold(self.stage.store._abs(self.data), props, where)
 
     def _settle(self) -> None:
         try:

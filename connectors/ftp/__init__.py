@@ -18,14 +18,14 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from atom.errors import AUTH, REJECTED, TIMEOUT, UNREACHABLE, ConnectorError
 from atom.resilience import NETWORK_FIELDS
 from atom.spec import Bool, CheckContext, Field, Int, Spec, Str
 from atom.yamlio import Where
 
-from .._files import FileConnector, FileEntry, FileStore, TargetExists
+from .._files import CHUNK, FileEntry, FileStore, RemoteFileConnector, TargetExists
 
 __all__ = ["FtpConnector"]
 
@@ -98,10 +98,11 @@ class FtpStore(FileStore):
                     if recursive:
                         pending.append(rel)
                 elif kind == "file":
-                    out.append(FileEntry(rel, size, mtime))
+                    out.append(FileEntry(rel, size or 0, mtime, sized=size is not None))
         return out
 
-    def _entries(self, rel_dir: str) -> list[tuple[str, str, int, float | None]]:
+    def _entries(self, rel_dir: str) -> list[tuple[str, str, int | None, float | None]]:
+        """(name, kind, size or None when not given, mtime) of each entry of `rel_dir`."""
         path = self._p(rel_dir)
         if self._mlsd:
             try:
@@ -111,7 +112,7 @@ class FtpStore(FileStore):
                     kind = facts.get("type", "").lower()
                     if kind in ("cdir", "pdir") or name in (".", "..") or "/" in name or "\\" in name:
                         continue
-                    size = int(facts.get("size", "0") or 0)
+                    size = int(facts["size"]) if facts.get("size", "").isdigit() else None
                     mtime = _parse_mdtm(facts["modify"]) if "modify" in facts else None
                     out.append((name, "dir" if kind == "dir" else "file" if kind == "file" else kind,
                                 size, mtime))
@@ -120,7 +121,7 @@ class FtpStore(FileStore):
                 if _code(exc) not in ("500", "501", "502", "504"):
                     raise
                 self._mlsd = False  # no MLSD: names from NLST, sizes and times from SIZE and MDTM
-        entries: list[tuple[str, str, int, float | None]] = []
+        entries: list[tuple[str, str, int | None, float | None]] = []
         try:
             self._binary = False
             names = self.ftp.nlst(path)
@@ -143,7 +144,7 @@ class FtpStore(FileStore):
                 mtime = _parse_mdtm(self.ftp.voidcmd(f"MDTM {full}")[4:])
             except ftplib.error_perm:
                 pass
-            entries.append((name, "file", got or 0, mtime))
+            entries.append((name, "file", got, mtime))
         return entries
 
     # ---- files
@@ -154,6 +155,9 @@ class FtpStore(FileStore):
             return b"".join(chunks)
 
         return await self._run(fetch)
+
+    async def download(self, path: str, out: IO[bytes]) -> None:
+        await self._run(self.ftp.retrbinary, f"RETR {self._p(path)}", out.write, CHUNK)
 
     def _exists(self, path: str) -> bool:
         try:
@@ -222,7 +226,7 @@ class FtpStore(FileStore):
             pass
 
 
-class FtpConnector(FileConnector):
+class FtpConnector(RemoteFileConnector):
     """Files on an FTP server; FTPS (explicit, `AUTH TLS`) with `tls: true`."""
 
     type = "ftp"

@@ -13,7 +13,7 @@ import logging
 import os
 import posixpath
 from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import asyncssh
 
@@ -22,7 +22,7 @@ from atom.resilience import NETWORK_FIELDS
 from atom.spec import CheckContext, Field, Int, Spec, Str
 from atom.yamlio import Where
 
-from .._files import FileConnector, FileEntry, FileStore, TargetExists
+from .._files import CHUNK, FileEntry, FileStore, RemoteFileConnector, TargetExists
 
 __all__ = ["SftpConnector"]
 
@@ -79,13 +79,21 @@ class SftpStore(FileStore):
                         pending.append(rel)
                 elif attrs.type in (_FILE, _UNKNOWN):  # some servers do not say; try it as a file
                     mtime = float(attrs.mtime) if attrs.mtime is not None else None
-                    out.append(FileEntry(rel, int(attrs.size or 0), mtime))
+                    out.append(FileEntry(rel, int(attrs.size or 0), mtime, sized=attrs.size is not None))
         return out
 
     async def read(self, path: str) -> bytes:
         async with self.sftp.open(self._p(path), "rb") as f:
             data = await f.read()
         return data.encode() if isinstance(data, str) else bytes(data)
+
+    async def download(self, path: str, out: IO[bytes]) -> None:
+        async with self.sftp.open(self._p(path), "rb") as f:
+            while True:
+                chunk = await f.read(CHUNK)
+                if not chunk:
+                    return
+                await asyncio.to_thread(out.write, chunk.encode() if isinstance(chunk, str) else chunk)
 
     async def exists(self, path: str) -> bool:
         return await self._t(self.sftp.exists(self._p(path)))
@@ -134,7 +142,7 @@ class SftpStore(FileStore):
             pass
 
 
-class SftpConnector(FileConnector):
+class SftpConnector(RemoteFileConnector):
     """Files on an SSH server over SFTP; password or key authentication, host keys checked."""
 
     type = "sftp"

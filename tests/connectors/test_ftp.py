@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
+import gc
+import hashlib
 import ipaddress
+import tempfile
 import threading
+import tracemalloc
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +29,8 @@ from atom.connector import OperationContext
 from atom.document import Document
 from atom.spec import CheckContext, Spec
 from atom.yamlio import Where
-from connectors.ftp import FtpConnector
+from connectors._files import FileDocument, FileEntry
+from connectors.ftp import FtpConnector, FtpStore
 from tests.services import free_port
 
 CTX = OperationContext(None)
@@ -333,3 +340,131 @@ def test_the_docs_describe_every_field() -> None:
     for spec in [FtpConnector.connection_spec, *FtpConnector.operations.values()]:
         for f in spec.fields:
             assert f"| `{f.name}` |" in doc, f.name
+
+
+# ------------------------------------------------------------------------------------------- large files
+
+def records(server: Server, rel: str, n: int) -> bytes:
+    """An XML file of `n` records of about 1 kB each on the server; returns its content."""
+    rec = "<Record><Id>{}</Id><Text>" + "x" * 1000 + "</Text></Record>\n"
+    data = ("<Root>\n" + "".join(rec.format(i) for i in range(n)) + "</Root>\n").encode()
+    p = server.home / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return data
+
+
+def sha256(f: Any) -> str:
+    h = hashlib.sha256()
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temp directory, where spool files go without an execution store."""
+    d = tmp_path / "tmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    return d
+
+
+async def test_a_large_file_is_spooled_and_read_as_a_file(server: Server, ftp: FtpConnector, spool: Path) -> None:
+    data = records(server, "in/big.xml", 20_000)
+    put(server, "in/small.xml", "<Root/>")
+    docs = await ftp.get(operation("get", {"directory": "in", "stream_threshold": "1MiB", "after": "delete"}),
+                         [], CTX)
+    big, small = docs
+    assert type(small) is Document and small.data == b"<Root/>"
+    assert isinstance(big, FileDocument) and big.error is None
+    assert big.props["file_size"] == str(len(data)) and big.props["file_path"] == "in/big.xml"
+    [spooled] = list(spool.iterdir())
+    assert spooled.name.startswith("atom-spool-") and spooled.stat().st_mode & 0o077 == 0
+    with big.open() as f:
+        assert sha256(f) == hashlib.sha256(data).hexdigest()
+    assert listing(server) == []  # deleted once downloaded
+    del docs, big, small, f  # (an open file names its path)
+    gc.collect()
+    assert list(spool.iterdir()) == []
+
+
+async def test_a_file_of_unknown_size_is_spooled_and_kept_only_when_large(
+        server: Server, ftp: FtpConnector, spool: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scan = FtpStore.scan
+
+    async def no_sizes(self: FtpStore, directory: str, recursive: bool) -> list[FileEntry]:
+        return [dataclasses.replace(e, size=0, sized=False) for e in await scan(self, directory, recursive)]
+
+    monkeypatch.setattr(FtpStore, "scan", no_sizes)
+    put(server, "in/a.txt", "a" * 5000)
+    put(server, "in/b.txt", "b" * 50)
+    docs = await ftp.get(operation("get", {"directory": "in", "stream_threshold": 1000}), [], CTX)
+    assert [(type(d) is Document, d.props["file_size"], d.data) for d in docs] == [
+        (False, "5000", b"a" * 5000), (True, "50", b"b" * 50)]
+    assert len(list(spool.iterdir())) == 1
+    del docs
+    gc.collect()
+    assert list(spool.iterdir()) == []
+
+
+def test_a_large_file_is_split_as_it_is_read(server: Server, tmp_path: Path, spool: Path) -> None:
+    """About 20 MB fetched and split by XPath through the engine: memory stays far below the file's
+    size, every record comes out, and the spool file is gone once the execution has ended."""
+    from atom.engine import Engine
+    from atom.loader import load_directory
+
+    n = 20_000
+    size = len(records(server, "in/big.xml", n))
+    comps = tmp_path / "components"
+    comps.mkdir()
+    (comps / "remote.yaml").write_text(f"connection: remote\ntype: ftp\nhost: 127.0.0.1\nport: {server.port}\n"
+                                       f"username: partner\npassword: {PASSWORD}\ndirectory: /\n")
+    (comps / "p.yaml").write_text("process: p\nstart:\n  connector:\n    connection: remote\n    operation: "
+                                  "{directory: in, after: move, move_to: done, stream_threshold: 1MiB}\n"
+                                  "shapes:\n  - {id: sp, split: {xpath: /Root/Record}}\n")
+    dep = load_directory(comps)
+
+    async def go() -> Any:
+        eng = Engine(dep)
+        try:
+            return await eng.execute("p")
+        finally:
+            await eng.stop()
+
+    tracemalloc.start()
+    try:
+        ex = asyncio.run(go())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ex.status == "COMPLETE", ex.message
+    assert ex.shape_stats["sp"].docs_out == n
+    assert peak < size // 4, peak
+    assert listing(server) == ["done/big.xml"]
+    gc.collect()
+    assert list(spool.iterdir()) == []
+
+
+def test_spool_files_of_a_process_that_is_gone_are_swept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from connectors import _files
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(gone.stdout)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    left = spool / f"atom-spool-{dead_pid}-abc.part"
+    left.write_bytes(b"left by a killed Atom")
+    mine = spool / f"atom-spool-{os.getpid()}-def.part"
+    mine.write_bytes(b"in use")
+    other = spool / "unrelated.txt"
+    other.write_bytes(b"x")
+    fd, path = _files.new_spool_file(str(spool))
+    os.close(fd)
+    assert not left.exists() and mine.exists() and other.exists()
+    assert Path(path).name.startswith(f"atom-spool-{os.getpid()}-")

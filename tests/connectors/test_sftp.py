@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import hashlib
 import logging
+import tempfile
+import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import asyncssh
@@ -13,6 +19,7 @@ from atom.connector import OperationContext
 from atom.document import Document
 from atom.spec import CheckContext, Spec
 from atom.yamlio import Where
+from connectors._files import FileDocument
 from connectors.sftp import SftpConnector
 from tests.services import free_port
 
@@ -324,3 +331,78 @@ def test_the_docs_describe_every_field() -> None:
     for spec in [SftpConnector.connection_spec, *SftpConnector.operations.values()]:
         for f in spec.fields:
             assert f"| `{f.name}` |" in doc, f.name
+
+
+# ------------------------------------------------------------------------------------------- large files
+
+def records(server: Server, rel: str, n: int) -> bytes:
+    """An XML file of `n` records of about 1 kB each on the server; returns its content."""
+    rec = "<Record><Id>{}</Id><Text>" + "x" * 1000 + "</Text></Record>\n"
+    data = ("<Root>\n" + "".join(rec.format(i) for i in range(n)) + "</Root>\n").encode()
+    p = server.home / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return data
+
+
+async def test_a_large_file_is_spooled_in_the_data_directory(server: Server, sftp: SftpConnector,
+                                                             tmp_path: Path) -> None:
+    """With an execution store, spool files go to `spool/` beside it, and stay until the execution
+    has ended and the documents are released."""
+    data = records(server, "in/big.xml", 20_000)
+    put(server, "in/small.xml", "<Root/>")
+    ex = SimpleNamespace(engine=SimpleNamespace(recorder=SimpleNamespace(path=tmp_path / "data" / "atom.db")),
+                         done=asyncio.Event(), status="INPROCESS", scope=CTX.scope, log=lambda *a: None)
+    ctx = OperationContext(ex)  # type: ignore[arg-type]
+    docs = await sftp.get(operation("get", {"directory": "in", "stream_threshold": "1MiB"}), [], ctx)
+    big, small = docs
+    assert type(small) is Document and small.data == b"<Root/>"
+    assert isinstance(big, FileDocument) and big.props["file_size"] == str(len(data))
+    assert hashlib.sha256(big.data).hexdigest() == hashlib.sha256(data).hexdigest()
+    spool = tmp_path / "data" / "spool"
+    assert len(list(spool.iterdir())) == 1
+    del docs, big, small
+    gc.collect()
+    assert len(list(spool.iterdir())) == 1  # the execution still runs
+    ex.status = "COMPLETE"
+    ex.done.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert list(spool.iterdir()) == []
+    assert listing(server) == ["in/big.xml", "in/small.xml"]
+
+
+async def test_a_large_file_is_split_as_it_is_read(server: Server, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """About 20 MB fetched and split by lines through the engine: memory stays far below the file's
+    size, every line comes out, and the spool file is gone once the execution has ended."""
+    from atom.engine import Engine
+    from atom.loader import load_directory
+
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    n = 20_000
+    size = len(records(server, "in/big.txt", n))
+    comps = tmp_path / "components"
+    comps.mkdir()
+    (comps / "remote.yaml").write_text(
+        f"connection: remote\ntype: sftp\nhost: 127.0.0.1\nport: {server.port}\nusername: partner\n"
+        f"password: {PASSWORD}\nknown_hosts: {server.known_hosts(tmp_path)}\n")
+    (comps / "p.yaml").write_text("process: p\nstart:\n  connector:\n    connection: remote\n    operation: "
+                                  "{directory: in, after: delete, stream_threshold: 1MiB}\n"
+                                  "shapes:\n  - {id: sp, split: {lines: true}}\n")
+    eng = Engine(load_directory(comps))
+    tracemalloc.start()
+    try:
+        ex = await eng.execute("p")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await eng.stop()
+    assert ex.status == "COMPLETE", ex.message
+    assert ex.shape_stats["sp"].docs_out == n + 2
+    assert peak < size // 3, peak  # the SFTP server's buffers, in this process, count too
+    assert listing(server) == []
+    gc.collect()
+    assert list(spool.iterdir()) == []
