@@ -62,7 +62,7 @@ class Str(Type):
     def check(self, value: Any, where: Where, loc: Location, ctx: CheckContext) -> Any:
         value = self._env(value, loc, ctx)
         if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
-            ctx.error(loc, f"expected a string, got {_kind(value)}")
+            ctx.error(loc, f"expected a string, got {value_kind(value)}")
             return MISSING
         value = str(value)
         if self.pattern and not self.pattern.fullmatch(value):
@@ -91,7 +91,7 @@ class Int(Type):
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int):
-            ctx.error(loc, f"expected an integer, got {_kind(value)}")
+            ctx.error(loc, f"expected an integer, got {value_kind(value)}")
             return MISSING
         if self.minimum is not None and value < self.minimum:
             ctx.error(loc, f"must be >= {self.minimum}, got {value}")
@@ -121,7 +121,7 @@ class Float(Type):
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            ctx.error(loc, f"expected a number, got {_kind(value)}")
+            ctx.error(loc, f"expected a number, got {value_kind(value)}")
             return MISSING
         return float(value)
 
@@ -137,7 +137,7 @@ class Bool(Type):
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         if not isinstance(value, bool):
-            ctx.error(loc, f"expected true or false, got {_kind(value)}")
+            ctx.error(loc, f"expected true or false, got {value_kind(value)}")
             return MISSING
         return value
 
@@ -238,7 +238,7 @@ class Template(Type):
 
         value = self._env(value, loc, ctx)
         if isinstance(value, (dict, list)) or value is None:
-            ctx.error(loc, f"expected a string or template, got {_kind(value)}")
+            ctx.error(loc, f"expected a string or template, got {value_kind(value)}")
             return MISSING
         if isinstance(value, bool):
             value = "true" if value else "false"
@@ -263,7 +263,7 @@ class Value(Type):
 
         value = self._env(value, loc, ctx)
         if isinstance(value, (dict, list)):
-            ctx.error(loc, f"expected a scalar or template, got {_kind(value)}")
+            ctx.error(loc, f"expected a scalar or template, got {value_kind(value)}")
             return MISSING
         try:
             return compile_value(value)
@@ -283,7 +283,7 @@ class ListOf(Type):
 
     def check(self, value: Any, where: Where, loc: Location, ctx: CheckContext) -> Any:
         if not isinstance(value, list):
-            ctx.error(loc, f"expected a list, got {_kind(value)}")
+            ctx.error(loc, f"expected a list, got {value_kind(value)}")
             return MISSING
         if len(value) < self.min_items:
             ctx.error(loc, f"expected at least {self.min_items} item(s)")
@@ -307,7 +307,7 @@ class MapOf(Type):
 
     def check(self, value: Any, where: Where, loc: Location, ctx: CheckContext) -> Any:
         if not isinstance(value, Mapping):
-            ctx.error(loc, f"expected a mapping, got {_kind(value)}")
+            ctx.error(loc, f"expected a mapping, got {value_kind(value)}")
             return MISSING
         out = {}
         for k, v in value.items():
@@ -331,7 +331,7 @@ class Object(Type):
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
-            ctx.error(loc, f"expected a mapping, got {_kind(value)}")
+            ctx.error(loc, f"expected a mapping, got {value_kind(value)}")
             return MISSING
         return self.spec.check(value, where, ctx)
 
@@ -350,7 +350,7 @@ class OneOf(Type):
         for alt in self.alternatives:
             if _fits(alt, value):
                 return alt.check(value, where, loc, ctx)
-        ctx.error(loc, f"expected {self.label}, got {_kind(value)}")
+        ctx.error(loc, f"expected {self.label}, got {value_kind(value)}")
         return MISSING
 
     def schema(self) -> dict[str, Any]:
@@ -503,7 +503,8 @@ def did_you_mean(word: str, choices: Any) -> str:
     return _did_you_mean(word, choices)
 
 
-def _kind(value: Any) -> str:
+def value_kind(value: Any) -> str:
+    """How a message names a value of the wrong type: nothing, a boolean, a mapping, a list, a number or the text."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):

@@ -24,7 +24,7 @@ from zeep.wsse.username import UsernameToken
 
 from atom.errors import DocumentError, Location
 from atom.expressions import ExpressionSyntaxError, compile_value
-from atom.spec import MISSING, CheckContext, Type
+from atom.spec import MISSING, CheckContext, Type, value_kind
 from atom.yamlio import Where, interpolate
 
 #: an element name, optionally qualified: `SessionHeader` or `{urn:example:session}SessionHeader`
@@ -52,7 +52,7 @@ class HeaderValues(Type):
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            ctx.error(loc, f"expected a mapping of header names to values, got {_kind(value)}")
+            ctx.error(loc, f"expected a mapping of header names to values, got {value_kind(value)}")
             return MISSING
         out: dict[str, Any] = {}
         for key, item in value.items():
@@ -118,16 +118,6 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"the number {value}"
-    return f"'{value}'"
 
 
 # ---------------------------------------------------------------------------------- the plan
