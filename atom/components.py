@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import JWT_SPEC
 from .errors import Location
 from .spec import (
     MISSING,
@@ -51,6 +52,8 @@ LISTEN_AUTH_SPEC = Spec([
     Field("tokens", _CREDENTIALS, description="bearer: tokens, or user -> token (default: the server's)"),
     Field("keys", _CREDENTIALS, description="api_key: keys, or user -> key (default: the server's)"),
     Field("header", Str(), description="api_key: request header holding the key (default X-API-Key)"),
+    Field("jwt", Object(JWT_SPEC), description="jwt: how this listener's tokens are verified (default: the "
+                                               "server's auth.jwt)"),
     Field("allow", ListOf(Str()), description="users allowed to call this listener; others get 403"),
 ], summary="Per-listener authentication")
 

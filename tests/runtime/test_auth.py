@@ -107,6 +107,27 @@ async def test_jwt(make_atom: MakeAtom) -> None:
     assert (await c.get("/api/v1/processes", headers=tok())).status == 200
 
 
+async def test_a_listener_verifies_jwt_with_its_own_settings(make_atom: MakeAtom) -> None:
+    server_key, own_key = "server-key-server-key-server-key-1", "partner-key-partner-key-partner-2"
+    own = f", auth: {{type: jwt, jwt: {{secret: {own_key}, issuer: partner, user_claim: client_id}}}}"
+    files = {**who(), **who(own, "partner", "Partner")}
+    atom = await make_atom(files, config=f"auth: {{type: jwt, jwt: {{secret: {server_key}}}}}\n")
+    exp = int(time.time()) + 60
+
+    def tok(key: str, **claims: object) -> dict[str, str]:
+        return {"Authorization": "Bearer " + jwt.encode({"sub": "carol", "exp": exp, **claims}, key, algorithm="HS256")}
+
+    c = atom.client
+    resp = await c.get("/ws/simple/executePartner", headers=tok(own_key, iss="partner", client_id="acme"))
+    assert resp.status == 200 and await resp.read() == b"user=acme"
+    # the server's key does not open the partner's listener, nor the partner's key the others
+    assert (await c.get("/ws/simple/executePartner", headers=tok(server_key, iss="partner"))).status == 401
+    assert (await c.get("/ws/simple/executePartner", headers=tok(own_key, iss="other"))).status == 401
+    assert (await c.get("/ws/simple/executeWho", headers=tok(own_key))).status == 401
+    resp = await c.get("/ws/simple/executeWho", headers=tok(server_key))
+    assert resp.status == 200 and await resp.read() == b"user=carol"
+
+
 def test_non_loopback_without_auth_warns(caplog: pytest.LogCaptureFixture) -> None:
     from atom.runtime import Runtime
 
