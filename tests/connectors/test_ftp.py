@@ -82,7 +82,8 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
 class Server:
     """A pyftpdlib server in a thread, recording the commands it receives."""
 
-    def __init__(self, home: Path, handler_base: type[FTPHandler] = FTPHandler, **attrs: Any) -> None:
+    def __init__(self, home: Path, handler_base: type[FTPHandler] = FTPHandler, *, user: str = "partner",
+                 password: str = PASSWORD, **attrs: Any) -> None:
         self.home = home
         self.commands: list[str] = []
         commands = self.commands
@@ -97,7 +98,7 @@ class Server:
         for k, v in attrs.items():
             setattr(Recorder, k, v)
         auth = DummyAuthorizer()
-        auth.add_user("partner", PASSWORD, str(home), perm="elradfmwMT")
+        auth.add_user(user, password, str(home), perm="elradfmwMT")
         Recorder.authorizer = auth
         self.server = FTPServer(("127.0.0.1", 0), Recorder, ioloop=IOLoop())
         self.port: int = self.server.address[1]

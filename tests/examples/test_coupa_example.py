@@ -5,21 +5,13 @@ input side, which checks their envelope."""
 
 from __future__ import annotations
 
-import threading
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-with warnings.catch_warnings():  # pyftpdlib still imports asyncore/asynchat (deprecated in 3.11)
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.ioloop import IOLoop
-    from pyftpdlib.servers import FTPServer
-
 from atom.maps._x12 import parse_interchange
+from tests.connectors.test_ftp import Server
 from tests.e2e.conftest import AtomServer, Response
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "coupa-to-edi"
@@ -29,32 +21,11 @@ HEADERS = {"Content-Type": "application/xml"}
 PASSWORD = "partner-Pa55"
 
 
-class PartnerFtp:
-    """The trading partner's FTP server, in a thread of the test process."""
+class PartnerFtp(Server):
+    """The trading partner's FTP server (pyftpdlib in a thread), user acme."""
 
     def __init__(self, home: Path) -> None:
-        self.home = home
-
-        class Handler(FTPHandler):
-            auth_failed_timeout = 0
-
-        auth = DummyAuthorizer()
-        auth.add_user("acme", PASSWORD, str(home), perm="elradfmwMT")
-        Handler.authorizer = auth
-        self.server = FTPServer(("127.0.0.1", 0), Handler, ioloop=IOLoop())
-        self.port: int = self.server.address[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            self.server.ioloop.loop(timeout=0.02, blocking=False)
-        self.server.close_all()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        super().__init__(home, user="acme", password=PASSWORD)
 
     def files(self) -> list[str]:
         return sorted(str(p.relative_to(self.home)) for p in self.home.rglob("*") if p.is_file())
