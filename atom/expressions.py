@@ -318,6 +318,7 @@ def _lookup(name: str, steps: tuple[tuple[bool, Any], ...]) -> Lookup:
             except KeyError:
                 pass
             return lookup(scope)
+        lookup1.name_key = (name, key)  # type: ignore[attr-defined]
         return lookup1
     return lookup
 
@@ -523,6 +524,14 @@ class Template:
             return self._code.render(scope)  # type: ignore[union-attr]
         except Exception as exc:
             raise _eval_error(self.source, exc) from None
+
+    def name_key(self) -> tuple[str, str] | None:
+        """(name, key) when the template is a sole `{{ name.key }}`: code compiled from it may read
+        `scope[name][key]` of a dict in place (and call `evaluate` for anything else)."""
+        code = self._code
+        if code is None:
+            return None
+        return getattr(code.evaluate, "name_key", None)
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """Native value for a sole `{{ expr }}`, else the rendered string. Reading something that does

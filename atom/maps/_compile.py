@@ -13,6 +13,7 @@ from ..spec import CheckContext, did_you_mean
 from ..yamlio import Where, interpolate
 from ._formats import FormatOptions, default_options
 from ._functions import FnCompiler, compile_function
+from ._fused import fuse
 from ._paths import (
     Getter,
     as_items,
@@ -715,6 +716,9 @@ class Compiler:
             return v
         if default is None and not fns and not required and final is None:
             compute.typed = (get, conv)  # type: ignore[attr-defined]  # lets emitters skip a call
+        steps = [getattr(f, "step", None) for f in fns]
+        if steps and all(s is not None for s in steps):
+            return fuse(get, steps, conv, final is not None, compute)  # type: ignore[arg-type]
         return compute
 
 

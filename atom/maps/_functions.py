@@ -24,6 +24,7 @@ from ..expressions import ExpressionSyntaxError, compile_template
 from ..spec import CheckContext, did_you_mean
 from ..yamlio import interpolate
 from ._dates import DatePattern, DatePatternError, to_datetime
+from ._fused import step_for
 from ._values import MapValueError, describe, evaluate, plain, to_decimal, to_text, unwrap
 
 if TYPE_CHECKING:
@@ -589,6 +590,7 @@ def _bind(fdef: FnDef, getters: list[Any], dynamic: bool) -> Fn:
                 raise
             except (TypeError, ValueError, ArithmeticError, KeyError) as exc:
                 raise fail(v, exc) from None
+        call.step = step_for(name, args, None)  # type: ignore[attr-defined]
         return call
 
     if len(getters) == 1:  # `{multiply: "{{ item.qty }}"}`
@@ -601,6 +603,7 @@ def _bind(fdef: FnDef, getters: list[Any], dynamic: bool) -> Fn:
                 raise
             except (TypeError, ValueError, ArithmeticError, KeyError) as exc:
                 raise fail(v, exc) from None
+        call_dyn1.step = step_for(name, (), getters[0].tmpl)  # type: ignore[attr-defined]
         return call_dyn1
 
     def call_dyn(v: Any, run: Run) -> Any:

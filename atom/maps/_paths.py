@@ -118,6 +118,8 @@ def json_value(path: str) -> Getter:
         keys, star = simple
         base = _guard_str_index(_walk(keys), keys)
         if not star:
+            if all(type(k) is str for k in keys):
+                base.walk_keys = keys  # type: ignore[attr-defined]  # generated map code inlines the walk
             return base
 
         def matches(c: Any, r: Run) -> Any:  # `$.a[*]`: the items of a list, the values of an object

@@ -446,6 +446,8 @@ class CompiledMap:
         self.content_type = CONTENT_TYPES[output.format]
         self._children = children
         self._emits_json = [ch.json_emitter() for ch in children]  # type: ignore[attr-defined]
+        from ._codegen import json_filler  # the generator imports the node classes of this module
+        self._fill_json = json_filler(children) if output.format in ("json", "x12") else None
         self._emits_xml = [ch.xml_emitter() for ch in children]  # type: ignore[attr-defined]
         self._records = records
         self._root_tag = root_tag
@@ -505,8 +507,7 @@ class CompiledMap:
                 value = self._records.collect_json(src, run)
             else:
                 value = {}
-                for e in self._emits_json:
-                    e(value, src, run)
+                self._fill_json(value, src, run)  # type: ignore[misc]
             if self.output_options.pretty:
                 data = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
             else:
@@ -520,8 +521,7 @@ class CompiledMap:
                 sets = self._records.collect_json(src, run)
             else:
                 tree: dict[str, Any] = {}
-                for e in self._emits_json:
-                    e(tree, src, run)
+                self._fill_json(tree, src, run)  # type: ignore[misc]
                 sets = [tree]
             data, x12_props = self._x12.write(sets, run, ctx)
             return doc.derive(data, props={**props, **x12_props})

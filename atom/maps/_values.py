@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from math import isfinite
 from typing import Any
 
 from ..document import dump_json
@@ -75,9 +76,12 @@ def plain(value: Any) -> Any:
 
 
 def decimal_to_number(d: Decimal) -> int | float:
+    f = float(d)
+    if not f.is_integer() and isfinite(f):  # not whole: the float (the common case, one test)
+        return f
     if d == d.to_integral_value():
         return int(d)
-    return float(d)
+    return f
 
 
 def to_decimal(value: Any) -> Decimal:
