@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the benchmarks need and is idempotent: wrk (Debian package) and Node-RED (npm, under
+# Installs what the benchmarks need and is idempotent: wrk and valgrind (Debian packages) and Node-RED (npm, under
 # bench/.node/, never global). py-spy (a sampling profiler, for --profile) goes into the project venv.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,6 +10,7 @@ need_apt=()
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)   # instruction counts (bench_instructions.py)
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "install.sh: missing ${need_apt[*]}; install them (apt-get install ${need_apt[*]}) or run as root" >&2

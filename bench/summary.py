@@ -70,6 +70,11 @@ def rows(res: dict[str, dict[str, Any]]) -> list[list[Any]]:
                 if h:
                     r.append([f"listener {lst[key]['label']} p99 ms at {h['rps']:,.0f} req/s (50%), {who}",
                               h["ms"]["p99"], "< 10", verdict(h["ms"]["p99"], 10, higher_is_better=False)])
+    ir = res.get("instructions")
+    if ir:
+        for name, v in ir.get("ratios", {}).items():
+            if v is not None:
+                r.append([f"instructions ratio {name}", v, "", ""])
     lg = res.get("large")
     if lg:
         n = lg["records"]
