@@ -337,7 +337,11 @@ def test_execution_bookkeeping(deploy) -> None:  # type: ignore[no-untyped-def]
           - {id: m, message: {template: "{{ execution.id }} {{ execution.process }} {{ execution.start }}"}}
           - {id: r, return: {}}
         """)
-    done = metrics.EXECUTIONS.labels("bookkept", "COMPLETE")._value.get()
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, {"process": "bookkept", **labels}) or 0.0
+
+    done = sample("atom_executions_total", status="COMPLETE")
+    observed = sample("atom_execution_duration_seconds_count")
     ex = run(dep, "bookkept")
     eid, name, start = ex.returned[0].text.split(" ")
     assert (eid, name) == (ex.id, "bookkept")
@@ -345,5 +349,35 @@ def test_execution_bookkeeping(deploy) -> None:  # type: ignore[no-untyped-def]
     assert ex.id.endswith(f"-{ex.start_time:%Y.%m.%d}")
     assert ex.record()["executionTime"] == ex.start_time.isoformat().replace("+00:00", "Z")
     assert ex.done.is_set()
-    assert metrics.EXECUTIONS.labels("bookkept", "COMPLETE")._value.get() == done + 1
-    assert metrics.IN_FLIGHT.labels("bookkept")._value.get() == 0
+    assert sample("atom_executions_total", status="COMPLETE") == done + 1
+    assert sample("atom_execution_duration_seconds_count") == observed + 1
+    assert sample("atom_executions_in_flight") == 0
+
+
+def test_loop_metrics_match_prometheus_client_exposition() -> None:
+    """The plain-number metrics of the hot path expose what prometheus_client's own would."""
+    import pytest
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from atom import metrics
+    from atom.metrics import LoopCounter, LoopHistogram
+
+    ref = CollectorRegistry()
+    bounds = (0.001, 0.01, 1)
+    want_h = Histogram("t_hist_seconds", "h", ["p"], registry=ref, buckets=bounds).labels("x")
+    want_c = Counter("t_count_total", "c", ["p"], registry=ref).labels("x")
+    got_h = LoopHistogram("t_hist_seconds", "h", ["p"], buckets=bounds).labels("x")
+    got_c = LoopCounter("t_count_total", "c", ["p"]).labels("x")
+    for v in (0.001, 0.0005, 0.5, 0.01, 7, 0.0100001):
+        want_h.observe(v)
+        got_h.observe(v)
+        want_c.inc(2)
+        got_c.inc(2)
+
+    def lines(text: bytes) -> list[str]:
+        return sorted(ln for ln in text.decode().splitlines() if ln.startswith("t_") and "_created" not in ln)
+
+    mine = lines(generate_latest(metrics.REGISTRY))
+    assert mine == lines(generate_latest(ref)) and len(mine) == 7
+    with pytest.raises(ValueError):
+        got_c.inc(-1)
