@@ -76,6 +76,15 @@ class LogEntry:
         return out
 
 
+#: the fields of an execution record (Boomi's names), in the order of `Execution.record_values()`
+RECORD_FIELDS = (
+    "executionId", "processName", "processVersion", "executionType", "status", "executionTime",
+    "executionDuration", "inboundDocumentCount", "inboundErrorDocumentCount", "outboundDocumentCount",
+    "inboundDocumentSize", "outboundDocumentSize", "message", "parentExecutionId", "topLevelExecutionId",
+    "atomName", "nodeId", "mode", "errorDocumentCount",
+)
+
+
 class Recorder(Protocol):
     """Receives execution lifecycle events (the runtime's store implements it)."""
 
@@ -105,6 +114,7 @@ class Execution:
                  mocks: Mapping[str, Any] | None = None) -> None:
         self._start = time.time()
         self._start_time: dt.datetime | None = None
+        self._start_iso: str | None = None
         self.engine = engine
         self.process = process
         self.id = execution_id or new_execution_id(self._start)
@@ -152,6 +162,13 @@ class Execution:
         if self._start_time is None:
             self._start_time = dt.datetime.fromtimestamp(self._start, dt.UTC)
         return self._start_time
+
+    @property
+    def start_iso(self) -> str:
+        """The start time in ISO 8601, UTC with a `Z` (the record's `executionTime`)."""
+        if self._start_iso is None:
+            self._start_iso = self.start_time.isoformat().replace("+00:00", "Z")
+        return self._start_iso
 
     @property
     def done(self) -> asyncio.Event:
@@ -357,28 +374,18 @@ class Execution:
 
     def record(self) -> dict[str, Any]:
         """The execution record, with Boomi's field names."""
-        inputs = self.inputs
-        return {
-            "executionId": self.id,
-            "processName": self.process.name,
-            "processVersion": self.process.version,
-            "executionType": self.execution_type,
-            "status": self.status,
-            "executionTime": self.start_time.isoformat().replace("+00:00", "Z"),
-            "executionDuration": self.duration_ms,
-            "inboundDocumentCount": len(inputs),
-            "inboundErrorDocumentCount": self.inbound_error_count,
-            "outboundDocumentCount": len(self.returned),
-            "inboundDocumentSize": sum(d.size for d in inputs),
-            "outboundDocumentSize": sum(d.size for d in self.returned),
-            "message": self.message,
-            "parentExecutionId": self.parent_id,
-            "topLevelExecutionId": self.top_level_id,
-            "atomName": self.engine.atom_name,
-            "nodeId": self.engine.node_id,
-            "mode": self.process.mode,
-            "errorDocumentCount": len(self.error_documents),
-        }
+        return dict(zip(RECORD_FIELDS, self.record_values(), strict=True))
+
+    def record_values(self) -> tuple[Any, ...]:
+        """The values of the execution record, in the order of `RECORD_FIELDS`."""
+        inputs, returned = self.inputs, self.returned
+        return (
+            self.id, self.process.name, self.process.version, self.execution_type, self.status,
+            self.start_iso, self.duration_ms, len(inputs), self.inbound_error_count, len(returned),
+            sum(d.size for d in inputs), sum(d.size for d in returned), self.message, self.parent_id,
+            self.top_level_id, self.engine.atom_name, self.engine.node_id, self.process.mode,
+            len(self.error_documents),
+        )
 
 
 def _drop_consumed_views(docs: list[Document], outputs: list[tuple[str | None, list[Document]]]) -> None:

@@ -21,12 +21,12 @@ import asyncio
 import base64
 import datetime as dt
 import logging
-import operator
+import queue
 import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ import orjson
 
 from . import metrics
 from .document import Document
+from .engine import RECORD_FIELDS
 from .web_http import HttpResult
 
 if TYPE_CHECKING:
@@ -43,16 +44,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("atom.store")
 
-#: (column, record field) of the executions table, in record order
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("id", "executionId"), ("process", "processName"), ("version", "processVersion"),
-    ("type", "executionType"), ("status", "status"), ("start_iso", "executionTime"),
-    ("duration", "executionDuration"), ("in_count", "inboundDocumentCount"),
-    ("in_error", "inboundErrorDocumentCount"), ("out_count", "outboundDocumentCount"),
-    ("in_size", "inboundDocumentSize"), ("out_size", "outboundDocumentSize"), ("message", "message"),
-    ("parent", "parentExecutionId"), ("top", "topLevelExecutionId"), ("atom", "atomName"),
-    ("node", "nodeId"), ("mode", "mode"), ("error_count", "errorDocumentCount"),
-)
+#: (column, record field) of the executions table, in record order (`Execution.record_values()`)
+COLUMNS: tuple[tuple[str, str], ...] = tuple(zip(
+    ("id", "process", "version", "type", "status", "start_iso", "duration", "in_count", "in_error", "out_count",
+     "in_size", "out_size", "message", "parent", "top", "atom", "node", "mode", "error_count"),
+    RECORD_FIELDS, strict=True))
 _RECORD_COLS = ", ".join(c for c, _ in COLUMNS)
 _ALL_COLS = _RECORD_COLS + ", start_ts, properties, has_inputs"
 _UPSERT = (
@@ -113,14 +109,33 @@ _U32 = struct.Struct("<I")
 _ROWS_PER_STATEMENT = 200
 
 
-def _upsert_many(c: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    marks = "(" + ", ".join("?" * len(rows[0])) + ")"
-    for k in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[k:k + _ROWS_PER_STATEMENT]
-        c.execute(sql.format(rows=", ".join([marks] * len(chunk))), [v for r in chunk for v in r])
+class _Upsert:
+    """An INSERT of several rows at once; the statement text of each row count is made once."""
 
+    __slots__ = ("marks", "sql", "texts")
+
+    def __init__(self, sql: str, width: int) -> None:
+        self.sql = sql
+        self.marks = "(" + ", ".join("?" * width) + ")"
+        self.texts: dict[int, str] = {}
+
+    def text(self, n: int) -> str:
+        got = self.texts.get(n)
+        if got is None:
+            got = self.texts[n] = self.sql.format(rows=", ".join([self.marks] * n))
+        return got
+
+    def run(self, c: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) == 1:
+            c.execute(self.text(1), rows[0])
+            return
+        for k in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[k:k + _ROWS_PER_STATEMENT]
+            c.execute(self.text(len(chunk)), [v for r in chunk for v in r])
+
+
+_RECORDS = _Upsert(_UPSERT, len(COLUMNS) + 3)
+_DATA = _Upsert(_DATA_UPSERT, 5)
 _U32X2 = struct.Struct("<II")
 
 
@@ -314,7 +329,7 @@ class _Pending:
         ex = self.ex
         if ex is None:
             return
-        self.record = _row(ex, self.docs)
+        self.record = (*ex.record_values(), ex.start_time.timestamp(), self.props, 1 if self.docs else 0)
         if self.finished:
             if ex.logs:
                 self.logs = orjson.dumps([e.to_dict() for e in ex.logs])
@@ -328,13 +343,6 @@ class _Pending:
         if self.ex is not None:
             return self.ex.record()
         return _record_from_row(self.record) if self.record is not None else None
-
-
-_FIELDS = operator.itemgetter(*(f for _, f in COLUMNS))
-
-
-def _row(ex: Execution, keeps_documents: bool) -> tuple[Any, ...]:
-    return (*_FIELDS(ex.record()), ex.start_time.timestamp(), None, 1 if keeps_documents else 0)
 
 
 def _record_from_row(row: Sequence[Any]) -> dict[str, Any]:
@@ -367,6 +375,64 @@ def abort_in_process(path: str | Path, node: str) -> int:
         c.close()
 
 
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    """Give a future its result (in its loop's thread), unless its awaiter was cancelled."""
+    if fut.cancelled():
+        return
+    if exc is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(exc)
+
+
+class _WriterThread:
+    """One thread running functions in the order they were submitted, each settling an asyncio future
+    of the caller's loop. A write costs a queue put and one wake-up of the loop: no executor future is
+    made and chained to an asyncio one."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop,
+                                             asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self._thread is None:
+            # a daemon: a store left open does not hold the interpreter at exit (`stop()` ends the thread)
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._queue.put((fn, args, loop, fut))
+        return fut
+
+    def stop(self) -> None:
+        """Let the thread end once what was submitted before is done."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            fn, args, loop, fut = item
+            result: Any = None
+            exc: BaseException | None = None
+            try:
+                result = fn(*args)
+            except BaseException as e:
+                exc = e
+            del fn, args, item
+            try:
+                loop.call_soon_threadsafe(_settle, fut, result, exc)
+            except RuntimeError:  # the loop is closed: nobody waits for the result any more
+                pass
+            del loop, fut, result, exc
+
+
 class SqliteStore(Store):
     """The embedded store: one SQLite file in WAL mode, a writer thread and a reader thread.
 
@@ -391,7 +457,7 @@ class SqliteStore(Store):
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self._wexec = ThreadPoolExecutor(1, thread_name_prefix="atom-store-write")
+        self._wthread = _WriterThread("atom-store-write")
         self._rexec = ThreadPoolExecutor(1, thread_name_prefix="atom-store-read")
         self._local = threading.local()
 
@@ -420,7 +486,7 @@ class SqliteStore(Store):
         return await asyncio.get_running_loop().run_in_executor(self._rexec, fn, *args)
 
     async def _write_now(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._wexec, fn, *args)
+        return await self._wthread.submit(fn, *args)
 
     # ------------------------------------------------------------------------------ lifecycle
     async def open(self, *, recover: bool = True) -> int:
@@ -448,9 +514,9 @@ class SqliteStore(Store):
             log.error("the store writer did not finish in time; some execution data may be lost")
         self._writer = None
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._wexec, self._close_conn)
+        await self._wthread.submit(self._close_conn)
         await loop.run_in_executor(self._rexec, self._close_conn)
-        self._wexec.shutdown(wait=False)
+        self._wthread.stop()
         self._rexec.shutdown(wait=False)
 
     # ------------------------------------------------------------------------------ queueing
@@ -533,7 +599,7 @@ class SqliteStore(Store):
                 self._flushing = batch
                 target = self._seq
                 try:
-                    await loop.run_in_executor(self._wexec, self._write_batch, batch)
+                    await self._wthread.submit(self._write_batch, batch)
                     metrics.STORE_BATCHES.inc()
                     metrics.STORE_EXECUTIONS.inc(len(batch))
                 except Exception:
@@ -565,14 +631,15 @@ class SqliteStore(Store):
         data: list[tuple[Any, ...]] = []
         for eid, p in batch.items():
             if p.record is not None:
-                r = p.record
-                records.append((*r[:-2], p.props, r[-1]))
+                records.append(p.record)
             if p.inputs is not None or p.outputs is not None or p.logs is not None or p.response is not None:
                 data.append((eid, p.inputs, p.outputs, p.logs, p.response))
         c.execute("BEGIN IMMEDIATE")
         try:
-            _upsert_many(c, _UPSERT, records)
-            _upsert_many(c, _DATA_UPSERT, data)
+            if records:
+                _RECORDS.run(c, records)
+            if data:
+                _DATA.run(c, data)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
