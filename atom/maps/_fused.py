@@ -56,19 +56,20 @@ def step_for(name: str, args: tuple[Any, ...], template: Any = None) -> Step | N
     return None
 
 
-_INPUT = """\
-        t = type(v)
+#: `{x}` made a finite Decimal (an int kept as it is, or as `int_case` says); anything else: the general path
+_NUMBER = """\
+        t = type({x})
         if t is float or t is str:
-            d = Decimal(repr(v) if t is float else v.strip())
-            if not d.is_finite():
+            {x} = Decimal(repr({x}) if t is float else {x}.strip())
+            if not {x}.is_finite():
                 return generic(c, run)
         elif t is int:
-            d = Decimal(v)
-        elif t is Decimal and v.is_finite():
-            d = v
-        else:
+            {int_case}
+        elif not (t is Decimal and {x}.is_finite()):
             return generic(c, run)
 """
+
+_INPUT = "        d = v\n" + _NUMBER.format(x="d", int_case="d = Decimal(d)")
 
 _DYN_ARG = """\
         a = A{i}(scope)
@@ -83,16 +84,7 @@ _DYN_NAME_ARG = """\
             a = A{i}(scope)
 """
 
-_DYN_CHECK = """\
-        t = type(a)
-        if t is float or t is str:
-            a = Decimal(repr(a) if t is float else a.strip())
-            if not a.is_finite():
-                return generic(c, run)
-        elif t is not int and not (t is Decimal and a.is_finite()):
-            return generic(c, run)
-        d = d {op} a
-"""
+_DYN_CHECK = _NUMBER.format(x="a", int_case="pass") + "        d = d {op} a\n"
 
 
 def fuse(get: Compute, steps: list[Step], conv: Callable[[Any], Any] | None, final_plain: bool,
