@@ -78,6 +78,45 @@ def test_fused_arithmetic_equals_the_general_path(case: tuple[list[Any], Any, An
     assert _outcome(compute, c, run) == _outcome(compute.generic, c, run)
 
 
+prices = st.one_of(
+    st.integers(-10**7, 10**7).map(lambda n: n / 100),  # amounts written with 2 decimals
+    st.integers(-10**7, 10**7).map(lambda n: n / 1000),
+    st.integers(-10**5, 10**5),
+    st.sampled_from([2.675, 1.005, 0.125, 0.285, 1.115, 8.345, -2.675, 0.0, -0.0, 4.5, 0.5, 1e15, 3e-310]),
+    st.floats(-1e12, 1e12, allow_nan=False),
+)
+
+
+@st.composite
+def money_chains(draw: Any) -> tuple[list[Any], Any, Any]:
+    """Multiplications and divisions ending in a round: the chains that take the float path."""
+    steps: list[Any] = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["multiply", "divide"]))
+        if draw(st.booleans()):
+            steps.append({kind: "{{ item.n }}"})
+        else:
+            steps.append({kind: draw(st.sampled_from([2, 3, 0.1, 1.25, -7, 0.005, 1.2, 100]))})
+    steps.append({"round": draw(st.integers(0, 4))})
+    return steps, draw(prices), draw(st.one_of(prices, st.integers(0, 12), st.sampled_from([True, "2", None])))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(money_chains())
+def test_float_path_of_money_chains_equals_the_general_path(case: tuple[list[Any], Any, Any]) -> None:
+    test_fused_arithmetic_equals_the_general_path.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+
+
+def test_float_path_rounds_ties_as_decimals_do() -> None:
+    leaf = _leaf([{"multiply": "{{ item.n }}"}, {"round": 2}])
+    run = Run("m", Document(b"{}"), LocalMapContext(), {"item": {"n": 1}, "index": 0}, {})
+    for price, qty, want in [(2.675, 1, 2.68), (1.005, 1, 1.01), (0.285, 1, 0.29), (-2.675, 1, -2.68),
+                             (0.125, 2, 0.25), (1.115, 3, 3.35), (4.75, 2, 9.5), (2.5, 2, 5), (0.1, 3, 0.3)]:
+        run.scope["item"] = {"n": qty}
+        got = leaf.compute({"v": price}, run)
+        assert got == want and type(got) is type(want), (price, qty, got)
+
+
 def test_fused_arithmetic_keeps_decimal_semantics() -> None:
     m = build("""
         input: json

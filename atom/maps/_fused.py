@@ -18,7 +18,8 @@ harmless.
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import ROUND_HALF_UP, Decimal, getcontext
+from decimal import ROUND_HALF_UP, Clamped, Decimal, Inexact, Rounded, Subnormal, Underflow, getcontext
+from math import floor
 from typing import TYPE_CHECKING, Any
 
 from ._values import decimal_to_number
@@ -86,6 +87,81 @@ _DYN_NAME_ARG = """\
 
 _DYN_CHECK = _NUMBER.format(x="a", int_case="pass") + "        d = d {op} a\n"
 
+# ---- the float path of a chain of multiplications and divisions ending in a round
+#
+# For int and float operands the chain is first computed in binary floating point. Each float
+# operand differs from the decimal its repr() writes (what the Decimal path computes with) by at
+# most half a unit in the last place, a relative 2**-53; each multiplication or division and the
+# final scaling by 10**digits add at most as much again. So the scaled float `y` is within a
+# relative 1e-14 of the exact decimal result for chains of up to 10 steps (the Decimal path's own
+# rounding to the context's precision, 20 digits at least, is smaller still). Half-up rounding
+# only depends on that error when the exact value is near a half: whenever `y` is farther than a
+# relative 1e-12 from one, rounding `y` to the nearest integer gives the Decimal path's
+# coefficient, and int / 10**digits is the float that Decimal -> float gives (both correctly
+# rounded). Near a half, at a magnitude of 2**50 and beyond, for zero and for non-finite values
+# the chain goes on to the Decimal code below, which decides.
+
+_FAST_HEAD = """\
+        x = v
+        t = type(x)
+        if t is float or t is int:
+"""
+
+_FAST_DYN = """\
+            o = scope.get(N{i})
+            if type(o) is dict and K{i} in o:
+                a = o[K{i}]
+            else:
+                a = A{i}(scope)
+            t = type(a)
+            if t is float or t is int:
+                x = x {op} a
+            else:
+                x = None
+"""
+
+_FAST_TAIL = """\
+            if x is not None:
+                y = x * SCALE
+                if -2.0 ** 50 < y < 2.0 ** 50:
+                    n = floor(y)
+                    f = y - n
+                    tol = (y if y > 0 else -y) * 1e-12
+                    if f < 0.5 - tol:
+                        pass
+                    elif f > 0.5 + tol:
+                        n += 1
+                    else:
+                        n = 0
+                    if n:
+{ret}
+"""
+
+_FAST_PLAIN = """\
+                        return n // P10 if n % P10 == 0 else n / P10
+"""
+
+_FAST_NATIVE = """\
+                        return {wrap}(Decimal(n).scaleb(-DIGITS))
+"""
+
+#: context traps that would make the Decimal path fail where the float path answers
+_QUIET = (Inexact, Rounded, Subnormal, Underflow, Clamped)
+
+
+def _fast_digits(steps: list[Step], ctx: Any) -> int | None:
+    """The digits of the final round when the chain can take the float path, else None."""
+    if not 2 <= len(steps) <= 11 or steps[-1].op != "round":
+        return None
+    if ctx.prec < 20 or any(ctx.traps[s] for s in _QUIET):
+        return None
+    for s in steps[:-1]:
+        if s.op not in ("multiply", "divide") or (s.dynamic and s.name_key is None):
+            return None
+    exp = steps[-1].arg.as_tuple().exponent
+    digits = -exp if isinstance(exp, int) else -1
+    return digits if 0 <= digits <= 10 else None
+
 
 def fuse(get: Compute, steps: list[Step], conv: Callable[[Any], Any] | None, final_plain: bool,
          generic: Compute) -> Compute:
@@ -96,9 +172,28 @@ def fuse(get: Compute, steps: list[Step], conv: Callable[[Any], Any] | None, fin
     half_up.rounding = ROUND_HALF_UP
     env: dict[str, Any] = {"Decimal": Decimal, "quantize": half_up.quantize, "get": get,
                            "generic": generic, "conv": conv, "number": decimal_to_number}
-    body = [_INPUT]
+    body = []
     if any(s.dynamic for s in steps):
         body.append("        scope = run.scope\n")
+    digits = _fast_digits(steps, half_up)
+    if digits is not None:
+        env["SCALE"], env["P10"], env["DIGITS"], env["floor"] = float(10 ** digits), 10 ** digits, digits, floor
+        body.append(_FAST_HEAD)
+        for i, s in enumerate(steps[:-1]):
+            op = _OPS[s.op]
+            if s.dynamic:
+                env[f"N{i}"], env[f"K{i}"] = s.name_key  # type: ignore[misc]
+                env[f"A{i}"] = s.arg
+                body.append(_FAST_DYN.format(i=i, op=op))
+            else:
+                env[f"F{i}"] = float(s.arg)
+                body.append(f"            x = x {op} F{i}\n")
+        if conv is None and final_plain:
+            ret = _FAST_PLAIN
+        else:
+            ret = _FAST_NATIVE.format(wrap="conv" if conv is not None else "")
+        body.append(_FAST_TAIL.format(ret=ret.rstrip("\n")))
+    body.append(_INPUT)
     for i, s in enumerate(steps):
         env[f"A{i}"] = s.arg
         if s.op == "round":
