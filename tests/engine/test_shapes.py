@@ -313,6 +313,25 @@ def test_record_fields(deploy) -> None:  # type: ignore[no-untyped-def]
     assert rec["inboundDocumentSize"] == 3 and rec["outboundDocumentCount"] == 1
 
 
+def test_execution_ids_are_not_shared_with_a_forked_worker() -> None:
+    import os
+
+    from atom.engine import new_execution_id
+
+    new_execution_id()  # the parent holds buffered random values when the worker is forked
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next ids and leave at once
+        os.write(w, ",".join(new_execution_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        child = set(f.read().decode().split(","))
+    os.waitpid(pid, 0)
+    parent = {new_execution_id() for _ in range(200)}
+    assert len(child) == 5 and not child & parent
+
+
 def test_execution_bookkeeping(deploy) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
     import re
