@@ -3,9 +3,11 @@
     python bench/baseline_aiohttp.py --port 18080
 
 POST /ws/simple/createOrder with the order JSON answers the mapped order (the same output as
-bench/processes/order-transform.yaml and the Node-RED flow). Binds 127.0.0.1 only. Uses orjson
-for parsing and serialising, as the Atom does, and the default asyncio event loop, as the Atom
-does, so the difference to the Atom is the engine and runtime, not the libraries.
+bench/processes/order-transform.yaml and the Node-RED flow); POST /ws/simple/createOrderEcho answers
+the order unchanged once it parses (the floor of a listener, as bench/processes/order-echo.yaml).
+Binds 127.0.0.1 only. Uses orjson for parsing and serialising, as the Atom does, and the default
+asyncio event loop, as the Atom does, so the difference to the Atom is the engine and runtime, not
+the libraries.
 """
 
 from __future__ import annotations
@@ -41,9 +43,21 @@ async def create_order(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def echo_order(request: web.Request) -> web.Response:
+    """The floor of any listener: read the JSON body, check it parses, answer it unchanged (what the
+    Atom's echo process does, without the Atom)."""
+    body = await request.read()
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return web.json_response({"error": {"code": "BAD_INPUT", "message": str(exc)}}, status=400)
+    return web.Response(body=body, content_type="application/json")
+
+
 def app() -> web.Application:
     a = web.Application()
     a.router.add_post("/ws/simple/createOrder", create_order)
+    a.router.add_post("/ws/simple/createOrderEcho", echo_order)
     return a
 
 

@@ -278,7 +278,13 @@ def _format_number(v: Any, run: Run, spec: str) -> Any:
 
 def _numbers(v: Any) -> list[Decimal]:
     items = v if isinstance(v, list) else [v]
-    return [_num(x) for x in items if x is not None and not (isinstance(x, str) and not x.strip())]
+    out: list[Decimal] = []
+    for x in items:
+        if type(x) is Decimal:  # values per item computed by functions: already decimals
+            out.append(x)
+        elif x is not None and not (isinstance(x, str) and not x.strip()):
+            out.append(_num(x))
+    return out
 
 
 @_fn("sum", "numeric", "the sum of a list of numbers (0 for an empty list)")
