@@ -213,8 +213,17 @@ def fuse(get: Compute, steps: list[Step], conv: Callable[[Any], Any] | None, fin
         result = "number(d)"
     else:
         result = "d"
+    keys = getattr(get, "walk_keys", None)
+    if keys is not None and 0 < len(keys) <= 4:  # a simple path: its walk inlined, as the getter does it
+        for i, k in enumerate(keys):
+            env[f"P{i}"] = k
+        sub = "".join(f"[P{i}]" for i in range(len(keys)))
+        read = (f"    try:\n        v = c{sub}\n"
+                "    except (KeyError, IndexError, TypeError):\n        v = None\n")
+    else:
+        read = "    v = get(c, run)\n"
     src = ("def compute(c, run):\n"
-           "    v = get(c, run)\n"
+           + read +
            "    try:\n"
            + "".join(body)
            + f"        if not d.is_finite():\n"
