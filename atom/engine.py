@@ -35,20 +35,24 @@ EXECUTION_TYPES = ("exec_listener", "exec_manual", "exec_sched", "sub_process", 
 
 
 def new_execution_id(when: dt.datetime | float | None = None) -> str:
-    """`execution-<uuid>-<yyyy.MM.dd>` (Boomi's format): a random version 4 UUID and the date of `when`,
-    a datetime or a POSIX timestamp (its UTC date); default now."""
+    """`execution-<uuid>-<yyyy.MM.dd>` (Boomi's format) for an execution started at `when`, a datetime or
+    a POSIX timestamp (default now): a version 7 UUID (RFC 9562: the time in milliseconds, then 74
+    random bits) and the UTC date. Ids of executions started one after the other sort together, so
+    the store's indexes on them grow at one end instead of being written all over."""
     if isinstance(when, dt.datetime):
-        day = f"{when:%Y.%m.%d}"
+        ts = when.timestamp() if when.tzinfo is not None else when.replace(tzinfo=dt.UTC).timestamp()
     else:
-        day = _utc_day(time.time() if when is None else when)
+        ts = time.time() if when is None else when
+    day = _utc_day(ts)
     try:
         h = _RANDOM_HEX.popleft()
     except IndexError:
         h = _refill_random_hex()
-    return f"execution-{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}-{day}"
+    t = f"{int(ts * 1000) & 0xFFFFFFFFFFFF:012x}"
+    return f"execution-{t[:8]}-{t[8:]}-7{h[:3]}-{_VARIANT[h[3]]}{h[4:7]}-{h[7:19]}-{day}"
 
 
-#: 128-bit random values as hex, read from the OS's random source 128 at a time (one system call
+#: random values as hex (32 digits each), read from the OS's random source 128 at a time (one system call
 #: instead of one per execution); taken with popleft, atomic between threads; emptied in a forked
 #: child so that worker processes never share values
 _RANDOM_HEX: deque[str] = deque()

@@ -345,10 +345,16 @@ def test_execution_bookkeeping(deploy) -> None:  # type: ignore[no-untyped-def]
     for eid in ids:
         m = re.fullmatch(r"execution-([0-9a-f-]{36})-(\d{4}\.\d{2}\.\d{2})", eid)
         assert m is not None, eid
-        assert uuid.UUID(m.group(1)).version == 4 and str(uuid.UUID(m.group(1))) == m.group(1)
+        u = uuid.UUID(m.group(1))
+        assert u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == m.group(1)
         assert m.group(2) in (f"{today:%Y.%m.%d}", f"{today - dt.timedelta(seconds=5):%Y.%m.%d}")
     assert new_execution_id(dt.datetime(2026, 1, 2, 23, 0)).endswith("-2026.01.02")
     assert new_execution_id(86400 * 365.0).endswith("-1971.01.01")
+    # version 7: the first 48 bits are the time in milliseconds, so ids sort by start time
+    first = new_execution_id(1_800_000_000.0)
+    assert int(first[10:18] + first[19:23], 16) == 1_800_000_000_000
+    later = [new_execution_id(1_800_000_000.0 + i / 100) for i in range(1, 50)]
+    assert sorted(later) == later and first < later[0]
 
     dep = deploy(p="""
         process: bookkept
