@@ -54,16 +54,19 @@ def rows(res: dict[str, dict[str, Any]]) -> list[list[Any]]:
         if v is not None:
             target = RATIO_TARGETS.get(name.split()[0], 0.0)
             r.append([f"listener ratio {name}", v, f">= {target}", verdict(v, target)])
+    for name, a, b, target in (("b2/a low_latency 2 workers / aiohttp", "atom-ll-w2", "aiohttp", 0.6),
+                               ("c2/a general 2 workers / aiohttp", "atom-general-w2", "aiohttp", 0.4),
+                               ("b2/d low_latency 2 workers / node-red", "atom-ll-w2", "node-red", 1.5),
+                               ("c2/d general 2 workers / node-red", "atom-general-w2", "node-red", 1.0)):
+        v = ratio(rps(a), rps(b))
+        if v is not None:
+            r.append([f"listener ratio {name}", v, f">= {target}", verdict(v, target)])
     for name, a, b in (("b'/a low_latency template / aiohttp", "atom-ll-template", "aiohttp"),
-                       ("e/a echo (no mapping) / aiohttp", "atom-ll-echo", "aiohttp"),
-                       ("b2/a low_latency 2 workers / aiohttp", "atom-ll-w2", "aiohttp"),
-                       ("c2/a general 2 workers / aiohttp", "atom-general-w2", "aiohttp"),
-                       ("b2/d low_latency 2 workers / node-red", "atom-ll-w2", "node-red"),
-                       ("c2/d general 2 workers / node-red", "atom-general-w2", "node-red")):
+                       ("e/a echo (no mapping) / aiohttp", "atom-ll-echo", "aiohttp")):
         v = ratio(rps(a), rps(b))
         if v is not None:
             r.append([f"listener ratio {name}", v, "-", "-"])
-    for key in ("atom-ll", "atom-general"):
+    for key in ("atom-ll", "atom-general", "atom-ll-w2", "atom-general-w2"):
         if key in lst:
             for what, who in (("half", "many clients"), ("half10", "10 clients")):
                 h = lst[key].get(what)
