@@ -46,20 +46,17 @@ def rows(res: dict[str, dict[str, Any]]) -> list[list[Any]]:
     for name, a, b, target in (("b/a low_latency / aiohttp", "atom-ll", "aiohttp", 0.6),
                                ("c/a general / aiohttp", "atom-general", "aiohttp", 0.4),
                                ("b/d low_latency / node-red", "atom-ll", "node-red", 1.5),
-                               ("c/d general / node-red", "atom-general", "node-red", 1.0)):
+                               ("c/d general / node-red", "atom-general", "node-red", 1.0),
+                               ("b2/a low_latency 2 workers / aiohttp", "atom-ll-w2", "aiohttp", 0.6),
+                               ("c2/a general 2 workers / aiohttp", "atom-general-w2", "aiohttp", 0.4),
+                               ("b2/d low_latency 2 workers / node-red", "atom-ll-w2", "node-red", 1.5),
+                               ("c2/d general 2 workers / node-red", "atom-general-w2", "node-red", 1.0)):
         v = ratio(rps(a), rps(b))
         if v is not None:
             r.append([f"listener ratio {name}", v, f">= {target}", verdict(v, target)])
     for name, v in res.get("listener", {}).get("cpu_ratios", {}).items():
         if v is not None:
             target = RATIO_TARGETS.get(name.split()[0], 0.0)
-            r.append([f"listener ratio {name}", v, f">= {target}", verdict(v, target)])
-    for name, a, b, target in (("b2/a low_latency 2 workers / aiohttp", "atom-ll-w2", "aiohttp", 0.6),
-                               ("c2/a general 2 workers / aiohttp", "atom-general-w2", "aiohttp", 0.4),
-                               ("b2/d low_latency 2 workers / node-red", "atom-ll-w2", "node-red", 1.5),
-                               ("c2/d general 2 workers / node-red", "atom-general-w2", "node-red", 1.0)):
-        v = ratio(rps(a), rps(b))
-        if v is not None:
             r.append([f"listener ratio {name}", v, f">= {target}", verdict(v, target)])
     for name, a, b in (("b'/a low_latency template / aiohttp", "atom-ll-template", "aiohttp"),
                        ("e/a echo (no mapping) / aiohttp", "atom-ll-echo", "aiohttp")):

@@ -76,14 +76,14 @@ _DYN_ARG = """\
         a = A{i}(scope)
 """
 
-#: a name path argument (`{{ item.qty }}`) read in place; anything unusual goes through the template
-_DYN_NAME_ARG = """\
-        o = scope.get(N{i})
-        if type(o) is dict and K{i} in o:
-            a = o[K{i}]
-        else:
-            a = A{i}(scope)
-"""
+
+def _name_arg(i: int, indent: int) -> str:
+    """Code reading the name path argument of step `i` (`{{ item.qty }}`) in place into `a`;
+    anything unusual goes through the template."""
+    p = " " * indent
+    return (f"{p}o = scope.get(N{i})\n{p}if type(o) is dict and K{i} in o:\n{p}    a = o[K{i}]\n"
+            f"{p}else:\n{p}    a = A{i}(scope)\n")
+
 
 _DYN_CHECK = _NUMBER.format(x="a", int_case="pass") + "        d = d {op} a\n"
 
@@ -107,12 +107,7 @@ _FAST_HEAD = """\
         if t is float or t is int:
 """
 
-_FAST_DYN = """\
-            o = scope.get(N{i})
-            if type(o) is dict and K{i} in o:
-                a = o[K{i}]
-            else:
-                a = A{i}(scope)
+_FAST_DYN_CHECK = """\
             t = type(a)
             if t is float or t is int:
                 x = x {op} a
@@ -184,7 +179,7 @@ def fuse(get: Compute, steps: list[Step], conv: Callable[[Any], Any] | None, fin
             if s.dynamic:
                 env[f"N{i}"], env[f"K{i}"] = s.name_key  # type: ignore[misc]
                 env[f"A{i}"] = s.arg
-                body.append(_FAST_DYN.format(i=i, op=op))
+                body.append(_name_arg(i, 12) + _FAST_DYN_CHECK.format(op=op))
             else:
                 env[f"F{i}"] = float(s.arg)
                 body.append(f"            x = x {op} F{i}\n")
@@ -201,7 +196,7 @@ def fuse(get: Compute, steps: list[Step], conv: Callable[[Any], Any] | None, fin
         elif s.dynamic:
             if s.name_key is not None:
                 env[f"N{i}"], env[f"K{i}"] = s.name_key
-                body.append(_DYN_NAME_ARG.format(i=i))
+                body.append(_name_arg(i, 8))
             else:
                 body.append(_DYN_ARG.format(i=i))
             body.append(_DYN_CHECK.format(op=_OPS[s.op]))
